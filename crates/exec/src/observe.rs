@@ -1,0 +1,42 @@
+//! Reading the world: every instance carrying the project's owner tag, in
+//! pages of up to 1,000 (one DescribeInstances call per page, never one per
+//! instance).
+
+use endstate_model::tags;
+use endstate_plan::Observed;
+use endstate_provider::{Filter, Instance, Provider, ProviderError};
+
+/// States worth reading: terminated instances linger in EC2's answers for a
+/// while and carry nothing to plan.
+const LIVE_STATES: [&str; 5] = ["pending", "running", "shutting-down", "stopping", "stopped"];
+
+/// Every page of DescribeInstances for `filters`.
+pub async fn describe_all(
+    provider: &dyn Provider,
+    filters: &[Filter],
+) -> Result<Vec<Instance>, ProviderError> {
+    let mut instances = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let (page, next) = provider
+            .describe_instances_page(filters, next_token.as_deref())
+            .await?;
+        instances.extend(page);
+        match next {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => return Ok(instances),
+        }
+    }
+}
+
+/// The project's instances, in every state but terminated.
+pub async fn observe(provider: &dyn Provider, project: &str) -> Result<Observed, ProviderError> {
+    let filters = [
+        Filter::tag(tags::PROJECT, project),
+        Filter::new("instance-state-name", LIVE_STATES),
+    ];
+    let mut instances = describe_all(provider, &filters).await?;
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    instances.dedup_by(|a, b| a.id == b.id);
+    Ok(Observed { instances })
+}

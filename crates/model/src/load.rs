@@ -1,0 +1,1777 @@
+//! The spec loader: YAML text to a validated [`Spec`]. It parses with
+//! `marked-yaml` so that every node keeps its position, overlays the chosen
+//! environment on the marked tree (so errors still point where a value was
+//! written), interpolates `${var.*}` / `${secret.*}`, and validates, collecting
+//! every problem instead of stopping at the first.
+//!
+//! It reads files (the spec, user data files) and checks that secrets could
+//! be resolved, but never reads a secret's value: that happens at apply time
+//! in [`UserData::render`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoadError, LoaderOptions, Node};
+use sha2::{Digest, Sha256};
+
+use crate::cloud_config::{self, Value};
+use crate::interpolate::{self, Piece};
+use crate::user_data::{self, oversize_message, USER_DATA_LIMIT};
+use crate::{
+    Capacity, Diagnostic, Diagnostics, DisruptionBudget, Group, MetadataOptions, Provider,
+    RootVolume, SecretRef, Spec, UserData, UserDataPart, Zone,
+};
+
+/// Reads, overlays, interpolates and validates the spec at `path`. User data
+/// files and `file:` secrets are relative to the spec's directory.
+pub fn load(path: &Path, environment: Option<&str>) -> Result<Spec, Diagnostics> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the spec: {e}"),
+            expected: None,
+        }])
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    load_str(&source, path, &base_dir, environment)
+}
+
+/// [`load`] for a spec already in memory: `file_name` is what diagnostics
+/// name, `base_dir` what relative paths are relative to.
+pub fn load_str(
+    source: &str,
+    file_name: &Path,
+    base_dir: &Path,
+    environment: Option<&str>,
+) -> Result<Spec, Diagnostics> {
+    let mut loader = Loader {
+        file: file_name.to_path_buf(),
+        base_dir: base_dir.to_path_buf(),
+        lines: source
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .collect(),
+        diagnostics: Vec::new(),
+        variables: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        bad_secrets: Vec::new(),
+        region: None,
+    };
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
+    let spec = match marked_yaml::parse_yaml_with_options(0, source, options) {
+        Ok(root) => loader.spec(root, environment),
+        Err(e) => {
+            loader.syntax_error(&e);
+            None
+        }
+    };
+    let mut diagnostics = loader.diagnostics;
+    match spec {
+        Some(spec) if diagnostics.is_empty() => Ok(spec),
+        _ => {
+            let spec_file = file_name.to_path_buf();
+            diagnostics.sort_by(|a, b| {
+                (a.file != spec_file, &a.file, a.line, a.column).cmp(&(
+                    b.file != spec_file,
+                    &b.file,
+                    b.line,
+                    b.column,
+                ))
+            });
+            diagnostics.dedup();
+            Err(Diagnostics(diagnostics))
+        }
+    }
+}
+
+/// A place in a file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    line: usize,
+    col: usize,
+}
+
+const START: Pos = Pos { line: 1, col: 1 };
+
+fn scalar_pos(s: &MarkedScalarNode) -> Pos {
+    s.span().start().map_or(START, |m| Pos {
+        line: m.line(),
+        col: m.column(),
+    })
+}
+
+/// Where to point at a value whose key is at `key`: the value itself when it
+/// has a useful position, else its key (an empty value's marker is on the
+/// next line; a block mapping's is after its first key).
+fn value_pos(node: &Node, key: Pos) -> Pos {
+    match node {
+        Node::Scalar(s) if s.as_str().is_empty() && s.may_coerce() => key,
+        Node::Scalar(s) => scalar_pos(s),
+        Node::Mapping(m) => m.keys().next().map_or(key, scalar_pos),
+        Node::Sequence(s) => s.span().start().map_or(key, |m| Pos {
+            line: m.line(),
+            col: m.column(),
+        }),
+    }
+}
+
+/// A scalar as YAML's core schema types it (quoted scalars are strings).
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl Scalar {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) => "an integer",
+            Scalar::Str(_) => "a string",
+        }
+    }
+
+    fn as_text(&self) -> Option<String> {
+        match self {
+            Scalar::Null => None,
+            Scalar::Bool(b) => Some(b.to_string()),
+            Scalar::Int(i) => Some(i.to_string()),
+            Scalar::Str(s) => Some(s.clone()),
+        }
+    }
+}
+
+fn node_kind(node: &Node) -> &'static str {
+    match node {
+        Node::Mapping(_) => "a mapping",
+        Node::Sequence(_) => "a list",
+        Node::Scalar(s) => literal(s).kind(),
+    }
+}
+
+/// The type of a scalar as written, before interpolation.
+fn literal(s: &MarkedScalarNode) -> Scalar {
+    let raw = s.as_str();
+    if !s.may_coerce() {
+        return Scalar::Str(raw.to_string());
+    }
+    match raw {
+        "" | "~" | "null" | "Null" | "NULL" => Scalar::Null,
+        "true" | "True" | "TRUE" => Scalar::Bool(true),
+        "false" | "False" | "FALSE" => Scalar::Bool(false),
+        _ if is_decimal_int(raw) => raw
+            .parse()
+            .map_or(Scalar::Str(raw.to_string()), Scalar::Int),
+        _ => Scalar::Str(raw.to_string()),
+    }
+}
+
+/// `[-+]?(0|[1-9][0-9]*)`: leading zeros (`0644`) are not integers here, so
+/// that a file mode stays the string it looks like.
+fn is_decimal_int(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+}
+
+/// A resolved scalar that may hold secrets (user data only).
+enum Resolved {
+    Scalar(Scalar),
+    Parts(Vec<UserDataPart>),
+}
+
+/// Where the text being interpolated came from, to point into it.
+enum Origin<'a> {
+    /// A scalar in the spec starting at this position.
+    Spec(Pos),
+    /// A user data file, read whole.
+    File(&'a Path),
+}
+
+/// The mapping fields of one YAML mapping, after unknown ones were reported.
+struct Fields<'n> {
+    map: &'n MarkedMappingNode,
+}
+
+impl<'n> Fields<'n> {
+    /// The value of `name` and the position of its key; `None` when absent
+    /// or null (an explicit null is how an overlay unsets a value).
+    fn get(&self, name: &str) -> Option<(Pos, &'n Node)> {
+        let (key, value) = self.map.get_key_value(name)?;
+        match value {
+            Node::Scalar(s) if literal(s) == Scalar::Null => None,
+            _ => Some((scalar_pos(key), value)),
+        }
+    }
+
+    fn key_pos(&self, name: &str) -> Option<Pos> {
+        self.map.get_key_value(name).map(|(k, _)| scalar_pos(k))
+    }
+}
+
+const TOP_FIELDS: &[&str] = &[
+    "project",
+    "provider",
+    "variables",
+    "secrets",
+    "groups",
+    "environments",
+];
+const OVERLAY_FIELDS: &[&str] = &["provider", "variables", "secrets", "groups"];
+const AWS_FIELDS: &[&str] = &["region", "endpoint", "profile"];
+const GROUP_FIELDS: &[&str] = &[
+    "image",
+    "instance_types",
+    "instance_type",
+    "capacity",
+    "zones",
+    "security_groups",
+    "key_pair",
+    "iam_instance_profile",
+    "root_volume",
+    "metadata",
+    "tags",
+    "user_data",
+    "disruption_budget",
+];
+const CAPACITY_FIELDS: &[&str] = &["min", "desired", "max"];
+const ROOT_VOLUME_FIELDS: &[&str] = &["size_gib", "type"];
+const METADATA_FIELDS: &[&str] = &["tokens", "hop_limit"];
+const USER_DATA_FIELDS: &[&str] = &["script", "file", "cloud_config"];
+const BUDGET_FIELDS: &[&str] = &["min_healthy", "max_surge"];
+pub(crate) const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
+
+/// The most a group may ask for; a guard against typos like `desired: 30000`.
+pub const MAX_CAPACITY: u32 = 10_000;
+/// User tags per group: EC2 allows 50 per resource, and endstate's owner
+/// tags need some of them.
+pub const MAX_USER_TAGS: usize = 40;
+
+/// Keys of which an overlay that sets one replaces the others.
+const EXCLUSIVE: &[&[&str]] = &[
+    &["instance_type", "instance_types"],
+    &["script", "file", "cloud_config"],
+];
+
+/// Merges `overlay` into `base`: mappings key by key, anything else
+/// replaced. Nodes keep the spans of the file where they were written.
+fn merge(base: &mut Node, overlay: &Node) {
+    match (base, overlay) {
+        (Node::Mapping(base), Node::Mapping(overlay)) => {
+            for (key, value) in overlay.iter() {
+                for group in EXCLUSIVE {
+                    if group.contains(&key.as_str()) {
+                        for other in group.iter().filter(|o| **o != key.as_str()) {
+                            base.remove(*other);
+                        }
+                    }
+                }
+                match base.get_mut(key.as_str()) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay.clone(),
+    }
+}
+
+struct Loader<'s> {
+    file: PathBuf,
+    base_dir: PathBuf,
+    lines: Vec<&'s str>,
+    diagnostics: Vec<Diagnostic>,
+    variables: BTreeMap<String, Scalar>,
+    secrets: BTreeMap<String, SecretRef>,
+    /// Declared secrets whose declaration was invalid (already reported).
+    bad_secrets: Vec<String>,
+    region: Option<String>,
+}
+
+impl Loader<'_> {
+    fn error(&mut self, at: Pos, message: impl Into<String>) {
+        self.error_expected(at, message, None::<String>);
+    }
+
+    fn error_expected(
+        &mut self,
+        at: Pos,
+        message: impl Into<String>,
+        expected: Option<impl Into<String>>,
+    ) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.clone(),
+            line: at.line,
+            column: at.col,
+            message: message.into(),
+            expected: expected.map(Into::into),
+        });
+    }
+
+    fn syntax_error(&mut self, e: &LoadError) {
+        let (at, message) = match e {
+            LoadError::TopLevelMustBeMapping(m) => {
+                (m, "the spec must be a YAML mapping".to_string())
+            }
+            LoadError::TopLevelMustBeSequence(m) => (m, "unexpected top-level list".to_string()),
+            LoadError::UnexpectedAnchor(m) => (m, "YAML anchors are not supported".to_string()),
+            LoadError::MappingKeyMustBeScalar(m) => {
+                (m, "mapping keys must be plain strings".to_string())
+            }
+            LoadError::UnexpectedTag(m) => (m, "YAML tags (`!foo`) are not supported".to_string()),
+            LoadError::ScanError(m, scan) => {
+                let text = scan.to_string();
+                // yaml-rust's message ends with its own " at byte N line L
+                // column C"; ours says where already.
+                let info = text.split(" at byte ").next().unwrap_or(&text).to_string();
+                let line = self.lines.get(m.line().saturating_sub(1)).copied();
+                if info.contains("flow") && line.is_some_and(|l| l.contains("${")) {
+                    self.error_expected(
+                        Pos {
+                            line: m.line(),
+                            col: m.column(),
+                        },
+                        format!("invalid YAML: {info}"),
+                        Some("quotes around references inside { } and [ ], like { desired: '${var.n}' }"),
+                    );
+                    return;
+                }
+                (m, format!("invalid YAML: {info}"))
+            }
+            LoadError::DuplicateKey(inner) => {
+                let first = scalar_pos(&inner.prev_key);
+                let at = scalar_pos(&inner.key);
+                self.error(
+                    at,
+                    format!(
+                        "duplicate key `{}` (first set on line {})",
+                        inner.key.as_str(),
+                        first.line
+                    ),
+                );
+                return;
+            }
+        };
+        self.error(
+            Pos {
+                line: at.line(),
+                col: at.column(),
+            },
+            message,
+        );
+    }
+
+    /// Checks that `node` is a mapping with only `allowed` keys.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        at: Pos,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
+        let Node::Mapping(map) = node else {
+            self.error(
+                value_pos(node, at),
+                format!("{path}: expected a mapping, found {}", node_kind(node)),
+            );
+            return None;
+        };
+        for key in map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let place = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {path}")
+                };
+                self.error_expected(
+                    scalar_pos(key),
+                    format!("unknown field `{}`{place}", key.as_str()),
+                    Some(format!("one of {}", allowed.join(", "))),
+                );
+            }
+        }
+        Some(Fields { map })
+    }
+
+    fn missing(&mut self, at: Pos, path: &str, field: &str) {
+        let full = join(path, field);
+        self.error(at, format!("missing required field `{full}`"));
+    }
+
+    // ----- scalars and interpolation -------------------------------------
+
+    /// Interpolates `text`; `None` after reporting errors.
+    fn interpolate(
+        &mut self,
+        text: &str,
+        origin: &Origin<'_>,
+        secrets_allowed: bool,
+    ) -> Option<Vec<UserDataPart>> {
+        let (pieces, errors) = interpolate::parse(text);
+        let mut ok = errors.is_empty();
+        for e in errors {
+            self.error_at_offset(origin, text, e.offset, e.message, e.expected);
+        }
+        let mut parts: Vec<UserDataPart> = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => push_text(&mut parts, &t),
+                Piece::Var { name, offset } => match self.variables.get(&name) {
+                    Some(value) => {
+                        let value = value.as_text().unwrap_or_default();
+                        push_text(&mut parts, &value);
+                    }
+                    None => {
+                        ok = false;
+                        let expected = self.known("variables", self.variables.keys());
+                        self.error_at_offset(
+                            origin,
+                            text,
+                            offset,
+                            format!("unknown variable `{name}`"),
+                            Some(expected),
+                        );
+                    }
+                },
+                Piece::Secret { name, offset } => {
+                    if !secrets_allowed {
+                        ok = false;
+                        self.error_at_offset(
+                            origin,
+                            text,
+                            offset,
+                            format!("`${{secret.{name}}}` is only allowed in user data"),
+                            Some("secrets in user_data script, file or cloud_config".to_string()),
+                        );
+                        continue;
+                    }
+                    match self.secrets.get(&name).cloned() {
+                        Some(r) => {
+                            if let Err(why) = user_data::check_secret(&r) {
+                                ok = false;
+                                self.error_at_offset(
+                                    origin,
+                                    text,
+                                    offset,
+                                    format!("secret `{name}` ({r}) cannot be resolved: {why}"),
+                                    None,
+                                );
+                            }
+                            parts.push(UserDataPart::Secret(r));
+                        }
+                        None if self.bad_secrets.contains(&name) => ok = false,
+                        None => {
+                            ok = false;
+                            let expected = self.known("secrets", self.secrets.keys());
+                            self.error_at_offset(
+                                origin,
+                                text,
+                                offset,
+                                format!("unknown secret `{name}`"),
+                                Some(expected),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ok.then_some(parts)
+    }
+
+    fn known<'k>(&self, section: &str, names: impl Iterator<Item = &'k String>) -> String {
+        let names: Vec<&str> = names.map(String::as_str).collect();
+        if names.is_empty() {
+            format!("a name declared under `{section}:` (none are)")
+        } else {
+            format!("one of {}", names.join(", "))
+        }
+    }
+
+    fn error_at_offset(
+        &mut self,
+        origin: &Origin<'_>,
+        text: &str,
+        offset: usize,
+        message: String,
+        expected: Option<String>,
+    ) {
+        match origin {
+            Origin::Spec(start) => {
+                let at = self.locate(*start, text, offset);
+                self.error_expected(at, message, expected);
+            }
+            Origin::File(path) => {
+                let before = &text[..offset];
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let col = before[line_start..].chars().count() + 1;
+                self.diagnostics.push(Diagnostic {
+                    file: path.to_path_buf(),
+                    line,
+                    column: col,
+                    message,
+                    expected,
+                });
+            }
+        }
+    }
+
+    /// The position in the spec of byte `offset` of a scalar's value that
+    /// starts at `start`. Exact for plain and quoted single-line scalars and
+    /// for literal blocks; the scalar's start otherwise.
+    fn locate(&self, start: Pos, value: &str, offset: usize) -> Pos {
+        let before = &value[..offset];
+        let k = before.matches('\n').count();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let c = value[line_start..offset].chars().count();
+        let line_end = value[line_start..]
+            .find('\n')
+            .map_or(value.len(), |i| line_start + i);
+        let value_line = &value[line_start..line_end];
+        let line_no = start.line + k;
+        let Some(src) = line_no.checked_sub(1).and_then(|i| self.lines.get(i)) else {
+            return start;
+        };
+        if k == 0 {
+            let from: String = src.chars().skip(start.col - 1).collect();
+            if from.starts_with(value_line) {
+                return Pos {
+                    line: line_no,
+                    col: start.col + c,
+                };
+            }
+            if (from.starts_with('"') || from.starts_with('\''))
+                && from[1..].starts_with(value_line)
+            {
+                return Pos {
+                    line: line_no,
+                    col: start.col + 1 + c,
+                };
+            }
+        } else if let Some(indent) = src.strip_suffix(value_line) {
+            if indent.chars().all(char::is_whitespace) {
+                return Pos {
+                    line: line_no,
+                    col: indent.chars().count() + c + 1,
+                };
+            }
+        }
+        start
+    }
+
+    /// A scalar outside user data: typed, with `${var.*}` substituted.
+    fn scalar(&mut self, node: &Node, key: Pos, path: &str, want: &str) -> Option<(Pos, Scalar)> {
+        let at = value_pos(node, key);
+        let Node::Scalar(s) = node else {
+            self.error(
+                at,
+                format!("{path}: expected {want}, found {}", node_kind(node)),
+            );
+            return None;
+        };
+        match self.resolve(s, at, false)? {
+            Resolved::Scalar(v) => Some((at, v)),
+            Resolved::Parts(parts) => Some((at, Scalar::Str(parts_text(&parts)))),
+        }
+    }
+
+    fn resolve(&mut self, s: &MarkedScalarNode, at: Pos, secrets: bool) -> Option<Resolved> {
+        match literal(s) {
+            Scalar::Str(raw) => {
+                let (pieces, errors) = interpolate::parse(&raw);
+                // A scalar that is `${var.NAME}` alone takes the variable's
+                // type, quoted or not: inside `{ }` and `[ ]` YAML needs the
+                // quotes, so they cannot be what decides the type.
+                if let ([Piece::Var { name, .. }], true) = (pieces.as_slice(), errors.is_empty()) {
+                    if let Some(v) = self.variables.get(name) {
+                        return Some(Resolved::Scalar(v.clone()));
+                    }
+                }
+                let parts = self.interpolate(&raw, &Origin::Spec(at), secrets)?;
+                if secrets {
+                    Some(Resolved::Parts(parts))
+                } else {
+                    Some(Resolved::Scalar(Scalar::Str(parts_text(&parts))))
+                }
+            }
+            other => Some(Resolved::Scalar(other)),
+        }
+    }
+
+    fn string(&mut self, node: &Node, key: Pos, path: &str) -> Option<(Pos, String)> {
+        let (at, v) = self.scalar(node, key, path, "a string")?;
+        match v.as_text() {
+            Some(s) => Some((at, s)),
+            None => {
+                self.error(at, format!("{path}: expected a string, found null"));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, node: &Node, key: Pos, path: &str) -> Option<(Pos, i64)> {
+        let (at, v) = self.scalar(node, key, path, "an integer")?;
+        match v {
+            Scalar::Int(i) => Some((at, i)),
+            other => {
+                self.error(
+                    at,
+                    format!("{path}: expected an integer, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// An integer in `lo..=hi`.
+    fn bounded(
+        &mut self,
+        node: &Node,
+        key: Pos,
+        path: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Option<(Pos, u32)> {
+        let (at, i) = self.integer(node, key, path)?;
+        if i < lo || i > hi {
+            self.error(
+                at,
+                format!(
+                    "{path} ({i}) is out of range {lo}..={}",
+                    user_data::thousands(usize::try_from(hi).unwrap_or(usize::MAX))
+                ),
+            );
+            return None;
+        }
+        // In range of u32 by the check above (callers pass hi <= u32::MAX).
+        u32::try_from(i).ok().map(|v| (at, v))
+    }
+
+    fn list<'n>(&mut self, node: &'n Node, key: Pos, path: &str) -> Option<&'n [Node]> {
+        match node {
+            Node::Sequence(s) => Some(s.as_slice()),
+            other => {
+                self.error(
+                    value_pos(other, key),
+                    format!("{path}: expected a list, found {}", node_kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, node: &Node, key: Pos, path: &str) -> Option<Vec<(Pos, String)>> {
+        let items = self.list(node, key, path)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            match self.string(item, value_pos(node, key), &item_path) {
+                Some(v) => out.push(v),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    // ----- the spec -------------------------------------------------------
+
+    fn spec(&mut self, mut root: Node, environment: Option<&str>) -> Option<Spec> {
+        let top = self.fields(&root, START, "", TOP_FIELDS)?;
+        let overlay = self.environment(&top, environment);
+        if let Some(overlay) = overlay {
+            if let Node::Mapping(root_map) = &mut root {
+                if let Node::Mapping(overlay) = &overlay {
+                    for (key, value) in overlay.iter() {
+                        match root_map.get_mut(key.as_str()) {
+                            Some(existing) => merge(existing, value),
+                            None => {
+                                root_map.insert(key.clone(), value.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let Node::Mapping(map) = &root else {
+            return None;
+        };
+        let top = Fields { map };
+
+        let project = match top.get("project") {
+            Some((key, node)) => self.project(node, key),
+            None => {
+                self.missing(START, "", "project");
+                None
+            }
+        };
+        let provider = match top.get("provider") {
+            Some((key, node)) => self.provider(node, key),
+            None => {
+                self.missing(START, "", "provider");
+                None
+            }
+        };
+        if let Some((key, node)) = top.get("variables") {
+            self.variables(node, key);
+        }
+        if let Some((key, node)) = top.get("secrets") {
+            self.secrets(node, key);
+        }
+        let groups = match top.get("groups") {
+            Some((key, node)) => self.groups(node, key),
+            None => {
+                self.missing(START, "", "groups");
+                None
+            }
+        };
+        let mut spec = Spec {
+            project: project?,
+            environment: environment.unwrap_or("default").to_string(),
+            provider: provider?,
+            groups: groups?,
+            hash: String::new(),
+        };
+        spec.hash = spec_hash(&spec);
+        Some(spec)
+    }
+
+    /// Validates `environments` and returns the chosen overlay.
+    fn environment(&mut self, top: &Fields<'_>, environment: Option<&str>) -> Option<Node> {
+        let envs = top.get("environments");
+        let mut names = Vec::new();
+        let mut chosen = None;
+        if let Some((key, node)) = envs {
+            if !matches!(node, Node::Mapping(_)) {
+                self.error(
+                    value_pos(node, key),
+                    format!(
+                        "environments: expected a mapping, found {}",
+                        node_kind(node)
+                    ),
+                );
+            }
+        }
+        if let Some((_, Node::Mapping(map))) = envs {
+            for (name, overlay) in map.iter() {
+                names.push(name.as_str().to_string());
+                let path = format!("environments.{}", name.as_str());
+                let at = scalar_pos(name);
+                if !is_dns_name(name.as_str()) {
+                    self.error_expected(
+                        at,
+                        format!("invalid environment name `{}`", name.as_str()),
+                        Some(NAME_RULE),
+                    );
+                }
+                let is_null = matches!(overlay, Node::Scalar(s) if literal(s) == Scalar::Null);
+                if !is_null {
+                    self.fields(overlay, at, &path, OVERLAY_FIELDS);
+                }
+                if Some(name.as_str()) == environment && !is_null {
+                    chosen = Some(overlay.clone());
+                }
+            }
+        }
+        if let Some(wanted) = environment {
+            if !names.iter().any(|n| n == wanted) {
+                let at = top.key_pos("environments").unwrap_or(START);
+                let expected = if names.is_empty() {
+                    "no environments are defined".to_string()
+                } else {
+                    format!("one of {}", names.join(", "))
+                };
+                self.error_expected(
+                    at,
+                    format!("unknown environment `{wanted}`"),
+                    Some(expected),
+                );
+            }
+        }
+        match chosen {
+            Some(node @ Node::Mapping(_)) => Some(node),
+            _ => None,
+        }
+    }
+
+    fn project(&mut self, node: &Node, key: Pos) -> Option<String> {
+        let (at, name) = self.string(node, key, "project")?;
+        if !is_dns_name(&name) {
+            self.error_expected(
+                at,
+                format!("invalid project name `{name}`"),
+                Some(NAME_RULE),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn provider(&mut self, node: &Node, key: Pos) -> Option<Provider> {
+        let fields = self.fields(node, key, "provider", &["aws"])?;
+        let Some((aws_key, aws)) = fields.get("aws") else {
+            self.error_expected(
+                value_pos(node, key),
+                "provider: no provider configured",
+                Some("aws"),
+            );
+            return None;
+        };
+        let aws = self.fields(aws, aws_key, "provider.aws", AWS_FIELDS)?;
+        let region = match aws.get("region") {
+            Some((k, n)) => self
+                .string(n, k, "provider.aws.region")
+                .and_then(|(at, r)| {
+                    if is_region(&r) {
+                        Some(r)
+                    } else {
+                        self.error_expected(
+                            at,
+                            format!("invalid region `{r}`"),
+                            Some("a region name like us-east-1"),
+                        );
+                        None
+                    }
+                }),
+            None => {
+                self.missing(aws_key, "provider.aws", "region");
+                None
+            }
+        };
+        self.region.clone_from(&region);
+        let endpoint = aws.get("endpoint").and_then(|(k, n)| {
+            let (at, url) = self.string(n, k, "provider.aws.endpoint")?;
+            if is_http_url(&url) {
+                Some(url)
+            } else {
+                self.error_expected(
+                    at,
+                    format!("invalid endpoint `{url}`"),
+                    Some("an http:// or https:// URL"),
+                );
+                None
+            }
+        });
+        let profile = aws
+            .get("profile")
+            .and_then(|(k, n)| self.string(n, k, "provider.aws.profile"))
+            .map(|(_, p)| p);
+        let endpoint_ok = aws.get("endpoint").is_none() || endpoint.is_some();
+        let profile_ok = aws.get("profile").is_none() || profile.is_some();
+        (endpoint_ok && profile_ok).then_some(())?;
+        Some(Provider::Aws {
+            region: region?,
+            endpoint,
+            profile,
+        })
+    }
+
+    fn variables(&mut self, node: &Node, key: Pos) {
+        let Node::Mapping(map) = node else {
+            self.error(
+                value_pos(node, key),
+                format!("variables: expected a mapping, found {}", node_kind(node)),
+            );
+            return;
+        };
+        for (name, value) in map.iter() {
+            let at = scalar_pos(name);
+            if !interpolate::is_name(name.as_str()) {
+                self.error_expected(
+                    at,
+                    format!("invalid variable name `{}`", name.as_str()),
+                    Some(IDENT_RULE),
+                );
+                continue;
+            }
+            let path = format!("variables.{}", name.as_str());
+            match value {
+                Node::Scalar(s) => match literal(s) {
+                    Scalar::Null => self.error_expected(
+                        value_pos(value, at),
+                        format!("{path}: expected a value, found null"),
+                        Some("a string, integer or boolean"),
+                    ),
+                    v => {
+                        self.variables.insert(name.as_str().to_string(), v);
+                    }
+                },
+                other => self.error_expected(
+                    value_pos(other, at),
+                    format!(
+                        "{path}: expected a string, integer or boolean, found {}",
+                        node_kind(other)
+                    ),
+                    None::<String>,
+                ),
+            }
+        }
+    }
+
+    fn secrets(&mut self, node: &Node, key: Pos) {
+        let Node::Mapping(map) = node else {
+            self.error(
+                value_pos(node, key),
+                format!("secrets: expected a mapping, found {}", node_kind(node)),
+            );
+            return;
+        };
+        for (name, value) in map.iter() {
+            let at = scalar_pos(name);
+            let name = name.as_str().to_string();
+            if !interpolate::is_name(&name) {
+                self.error_expected(
+                    at,
+                    format!("invalid secret name `{name}`"),
+                    Some(IDENT_RULE),
+                );
+                continue;
+            }
+            let path = format!("secrets.{name}");
+            let reference = match value {
+                Node::Scalar(s) => match literal(s) {
+                    Scalar::Str(text) => Some((value_pos(value, at), text)),
+                    other => {
+                        self.error(
+                            value_pos(value, at),
+                            format!("{path}: expected a string, found {}", other.kind()),
+                        );
+                        None
+                    }
+                },
+                other => {
+                    self.error(
+                        value_pos(other, at),
+                        format!("{path}: expected a string, found {}", node_kind(other)),
+                    );
+                    None
+                }
+            };
+            match reference.and_then(|(pos, text)| self.secret_ref(pos, &text)) {
+                Some(r) => {
+                    self.secrets.insert(name, r);
+                }
+                None => self.bad_secrets.push(name),
+            }
+        }
+    }
+
+    fn secret_ref(&mut self, at: Pos, text: &str) -> Option<SecretRef> {
+        const FORMS: &str = "env:NAME or file:PATH";
+        if let Some(var) = text.strip_prefix("env:") {
+            if is_env_name(var) {
+                return Some(SecretRef::Env(var.to_string()));
+            }
+            self.error_expected(
+                at,
+                format!("invalid environment variable name in secret reference `{text}`"),
+                Some("env:NAME with NAME of letters, digits and `_`"),
+            );
+            return None;
+        }
+        if let Some(path) = text.strip_prefix("file:") {
+            if path.is_empty() {
+                self.error_expected(at, "secret reference `file:` has no path", Some(FORMS));
+                return None;
+            }
+            let joined = self.base_dir.join(path);
+            let absolute = std::path::absolute(&joined).unwrap_or(joined);
+            return Some(SecretRef::File(absolute.to_string_lossy().into_owned()));
+        }
+        self.error_expected(
+            at,
+            format!("invalid secret reference `{text}`"),
+            Some(FORMS),
+        );
+        None
+    }
+
+    fn groups(&mut self, node: &Node, key: Pos) -> Option<Vec<Group>> {
+        let Node::Mapping(map) = node else {
+            self.error(
+                value_pos(node, key),
+                format!("groups: expected a mapping, found {}", node_kind(node)),
+            );
+            return None;
+        };
+        let mut groups = Vec::new();
+        let mut ok = true;
+        for (name, value) in map.iter() {
+            match self.group(name, value) {
+                Some(g) => groups.push(g),
+                None => ok = false,
+            }
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        ok.then_some(groups)
+    }
+
+    fn group(&mut self, name_node: &MarkedScalarNode, node: &Node) -> Option<Group> {
+        let at = scalar_pos(name_node);
+        let name = name_node.as_str().to_string();
+        let mut ok = true;
+        if !is_dns_name(&name) {
+            self.error_expected(at, format!("invalid group name `{name}`"), Some(NAME_RULE));
+            ok = false;
+        }
+        let f = self.fields(node, at, &format!("group `{name}`"), GROUP_FIELDS)?;
+
+        let image = match f.get("image") {
+            Some((k, n)) => self.string(n, k, "image").and_then(|(pos, image)| {
+                if is_ami_id(&image) {
+                    Some(image)
+                } else {
+                    self.error_expected(
+                        pos,
+                        format!("image `{image}` is not an AMI id"),
+                        Some("ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0"),
+                    );
+                    None
+                }
+            }),
+            None => {
+                self.missing(at, "", "image");
+                None
+            }
+        };
+
+        let instance_types = match (f.get("instance_types"), f.get("instance_type")) {
+            (Some(_), Some((k, _))) => {
+                self.error_expected(
+                    k,
+                    "`instance_type` and `instance_types` are both set",
+                    Some("only one of them"),
+                );
+                None
+            }
+            (Some((k, n)), None) => self.instance_types(n, k),
+            (None, Some((k, n))) => self
+                .string(n, k, "instance_type")
+                .and_then(|(pos, t)| self.instance_type(pos, t))
+                .map(|t| vec![t]),
+            (None, None) => {
+                self.missing(at, "", "instance_types");
+                None
+            }
+        };
+
+        let capacity = match f.get("capacity") {
+            Some((k, n)) => self.capacity(n, k),
+            None => {
+                self.missing(at, "", "capacity");
+                None
+            }
+        };
+
+        let zones = match f.get("zones") {
+            Some((k, n)) => self.zones(n, k),
+            None => {
+                self.missing(at, "", "zones");
+                None
+            }
+        };
+
+        let security_group_ids = match f.get("security_groups") {
+            Some((k, n)) => self.string_list(n, k, "security_groups").and_then(|ids| {
+                let mut all_ok = true;
+                for (pos, id) in &ids {
+                    if !id.starts_with("sg-") || id.len() <= 3 {
+                        self.error_expected(
+                            *pos,
+                            format!("security group id `{id}` does not start with `sg-`"),
+                            Some("a security group id like sg-0123456789abcdef0"),
+                        );
+                        all_ok = false;
+                    }
+                }
+                all_ok.then(|| ids.into_iter().map(|(_, id)| id).collect())
+            }),
+            None => Some(Vec::new()),
+        };
+
+        let key_name = optional_string(self, &f, "key_pair");
+        let iam_instance_profile = optional_string(self, &f, "iam_instance_profile");
+
+        let root_volume = match f.get("root_volume") {
+            Some((k, n)) => self.root_volume(n, k).map(Some),
+            None => Some(None),
+        };
+        let metadata = match f.get("metadata") {
+            Some((k, n)) => self.metadata(n, k),
+            None => Some(MetadataOptions::default()),
+        };
+        let tags = match f.get("tags") {
+            Some((k, n)) => self.tags(n, k),
+            None => Some(BTreeMap::new()),
+        };
+        let user_data = match f.get("user_data") {
+            Some((k, n)) => self.user_data(n, k).map(Some),
+            None => Some(None),
+        };
+        let budget = match f.get("disruption_budget") {
+            Some((k, n)) => self.budget(n, k),
+            None => Some(DisruptionBudget::default()),
+        };
+
+        ok.then_some(())?;
+        Some(Group {
+            name,
+            image_id: image?,
+            instance_types: instance_types?,
+            capacity: capacity?,
+            zones: zones?,
+            security_group_ids: security_group_ids?,
+            key_name: key_name?,
+            iam_instance_profile: iam_instance_profile?,
+            root_volume: root_volume?,
+            metadata: metadata?,
+            tags: tags?,
+            user_data: user_data?,
+            budget: budget?,
+        })
+    }
+
+    fn instance_types(&mut self, node: &Node, key: Pos) -> Option<Vec<String>> {
+        let items = self.string_list(node, key, "instance_types")?;
+        if items.is_empty() {
+            self.error_expected(
+                value_pos(node, key),
+                "instance_types is empty",
+                Some("at least one instance type, like [t3.micro]"),
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for (pos, t) in items {
+            out.push(self.instance_type(pos, t));
+        }
+        out.into_iter().collect()
+    }
+
+    fn instance_type(&mut self, at: Pos, t: String) -> Option<String> {
+        let valid = t.split_once('.').is_some_and(|(family, size)| {
+            !family.is_empty()
+                && !size.is_empty()
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && size
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+        if valid {
+            Some(t)
+        } else {
+            self.error_expected(
+                at,
+                format!("invalid instance type `{t}`"),
+                Some("FAMILY.SIZE, like t3.micro"),
+            );
+            None
+        }
+    }
+
+    fn capacity(&mut self, node: &Node, key: Pos) -> Option<Capacity> {
+        let f = self.fields(node, key, "capacity", CAPACITY_FIELDS)?;
+        let get = |this: &mut Self, field: &str| match f.get(field) {
+            Some((k, n)) => {
+                this.bounded(n, k, &format!("capacity.{field}"), 0, i64::from(u32::MAX))
+            }
+            None => {
+                this.missing(key, "capacity", field);
+                None
+            }
+        };
+        let min = get(self, "min");
+        let desired = get(self, "desired");
+        let max = get(self, "max");
+        let (max_at, max) = max?;
+        if max > MAX_CAPACITY {
+            self.error(
+                max_at,
+                format!(
+                    "capacity.max ({max}) is over the limit of {}",
+                    user_data::thousands(MAX_CAPACITY as usize)
+                ),
+            );
+            return None;
+        }
+        let (min_at, min) = min?;
+        if min > max {
+            self.error(
+                min_at,
+                format!("capacity.min ({min}) is greater than capacity.max ({max})"),
+            );
+            return None;
+        }
+        let (desired_at, desired) = desired?;
+        if desired < min || desired > max {
+            self.error(
+                desired_at,
+                format!(
+                    "capacity.desired ({desired}) is not between capacity.min ({min}) and capacity.max ({max})"
+                ),
+            );
+            return None;
+        }
+        Some(Capacity { min, desired, max })
+    }
+
+    fn zones(&mut self, node: &Node, key: Pos) -> Option<Vec<Zone>> {
+        let mut zones = Vec::new();
+        let mut ok = true;
+        match node {
+            Node::Mapping(map) => {
+                for (name, subnets) in map.iter() {
+                    let at = scalar_pos(name);
+                    let zone = name.as_str().to_string();
+                    ok &= self.zone_name(at, &zone);
+                    let is_null = matches!(subnets, Node::Scalar(s) if literal(s) == Scalar::Null);
+                    let subnet_ids = if is_null {
+                        Vec::new()
+                    } else {
+                        match self.string_list(subnets, at, &format!("zones.{zone}")) {
+                            Some(ids) => {
+                                let mut out = Vec::new();
+                                for (pos, id) in ids {
+                                    if id.starts_with("subnet-") && id.len() > 7 {
+                                        out.push(id);
+                                    } else {
+                                        self.error_expected(
+                                            pos,
+                                            format!(
+                                                "subnet id `{id}` does not start with `subnet-`"
+                                            ),
+                                            Some("a subnet id like subnet-0123456789abcdef0"),
+                                        );
+                                        ok = false;
+                                    }
+                                }
+                                out
+                            }
+                            None => {
+                                ok = false;
+                                Vec::new()
+                            }
+                        }
+                    };
+                    zones.push(Zone {
+                        name: zone,
+                        subnet_ids,
+                    });
+                }
+            }
+            Node::Sequence(_) => {
+                for (pos, zone) in self.string_list(node, key, "zones")? {
+                    ok &= self.zone_name(pos, &zone);
+                    zones.push(Zone {
+                        name: zone,
+                        subnet_ids: Vec::new(),
+                    });
+                }
+            }
+            other => {
+                self.error(
+                    value_pos(other, key),
+                    format!(
+                        "zones: expected a mapping or a list, found {}",
+                        node_kind(other)
+                    ),
+                );
+                return None;
+            }
+        }
+        if zones.is_empty() {
+            self.error_expected(
+                value_pos(node, key),
+                "zones is empty",
+                Some("at least one availability zone"),
+            );
+            return None;
+        }
+        ok.then_some(zones)
+    }
+
+    fn zone_name(&mut self, at: Pos, zone: &str) -> bool {
+        let well_formed = !zone.is_empty()
+            && zone
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && zone.ends_with(|c: char| c.is_ascii_lowercase());
+        if !well_formed {
+            self.error_expected(
+                at,
+                format!("invalid availability zone `{zone}`"),
+                Some("a zone name like us-east-1a"),
+            );
+            return false;
+        }
+        if let Some(region) = self.region.clone() {
+            if !zone.starts_with(&region) || zone.len() == region.len() {
+                self.error(at, format!("zone `{zone}` is not in region {region}"));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn root_volume(&mut self, node: &Node, key: Pos) -> Option<RootVolume> {
+        let f = self.fields(node, key, "root_volume", ROOT_VOLUME_FIELDS)?;
+        let size = match f.get("size_gib") {
+            Some((k, n)) => self.bounded(n, k, "root_volume.size_gib", 1, 16_384),
+            None => {
+                self.missing(key, "root_volume", "size_gib");
+                None
+            }
+        };
+        let volume_type = match f.get("type") {
+            Some((k, n)) => self.string(n, k, "root_volume.type").and_then(|(at, t)| {
+                if VOLUME_TYPES.contains(&t.as_str()) {
+                    Some(t)
+                } else {
+                    self.error_expected(
+                        at,
+                        format!("unknown volume type `{t}`"),
+                        Some(format!("one of {}", VOLUME_TYPES.join(", "))),
+                    );
+                    None
+                }
+            }),
+            None => Some("gp3".to_string()),
+        };
+        Some(RootVolume {
+            size_gib: size?.1,
+            volume_type: volume_type?,
+        })
+    }
+
+    fn metadata(&mut self, node: &Node, key: Pos) -> Option<MetadataOptions> {
+        let f = self.fields(node, key, "metadata", METADATA_FIELDS)?;
+        let defaults = MetadataOptions::default();
+        let tokens_required = match f.get("tokens") {
+            Some((k, n)) => {
+                self.string(n, k, "metadata.tokens")
+                    .and_then(|(at, t)| match t.as_str() {
+                        "required" => Some(true),
+                        "optional" => Some(false),
+                        _ => {
+                            self.error_expected(
+                                at,
+                                format!("metadata.tokens: unknown value `{t}`"),
+                                Some("required or optional"),
+                            );
+                            None
+                        }
+                    })
+            }
+            None => Some(defaults.tokens_required),
+        };
+        let hop_limit = match f.get("hop_limit") {
+            Some((k, n)) => self
+                .bounded(n, k, "metadata.hop_limit", 1, 64)
+                .and_then(|(_, v)| u8::try_from(v).ok()),
+            None => Some(defaults.hop_limit),
+        };
+        Some(MetadataOptions {
+            tokens_required: tokens_required?,
+            hop_limit: hop_limit?,
+        })
+    }
+
+    fn tags(&mut self, node: &Node, key: Pos) -> Option<BTreeMap<String, String>> {
+        let Node::Mapping(map) = node else {
+            self.error(
+                value_pos(node, key),
+                format!("tags: expected a mapping, found {}", node_kind(node)),
+            );
+            return None;
+        };
+        let mut tags = BTreeMap::new();
+        let mut ok = true;
+        if map.len() > MAX_USER_TAGS {
+            self.error(
+                key,
+                format!(
+                    "tags: {} tags, over the limit of {MAX_USER_TAGS} user tags per group",
+                    map.len()
+                ),
+            );
+            ok = false;
+        }
+        for (k, v) in map.iter() {
+            let at = scalar_pos(k);
+            let tag = k.as_str();
+            let lower = tag.to_ascii_lowercase();
+            if tag.is_empty() {
+                self.error(at, "tag key is empty");
+                ok = false;
+            } else if lower.starts_with("aws:") {
+                self.error_expected(
+                    at,
+                    format!("tag key `{tag}` uses the prefix `aws:`, reserved by AWS"),
+                    Some("a key that does not start with aws: or endstate:"),
+                );
+                ok = false;
+            } else if lower.starts_with("endstate:") {
+                self.error_expected(
+                    at,
+                    format!("tag key `{tag}` uses the prefix `endstate:`, reserved for endstate's own tags"),
+                    Some("a key that does not start with aws: or endstate:"),
+                );
+                ok = false;
+            } else if tag.chars().count() > 128 {
+                self.error(
+                    at,
+                    format!(
+                        "tag key is {} characters, over EC2's limit of 128",
+                        tag.chars().count()
+                    ),
+                );
+                ok = false;
+            }
+            let path = format!("tags.{tag}");
+            let value = match v {
+                Node::Scalar(s) if literal(s) == Scalar::Null => Some((at, String::new())),
+                _ => self.string(v, at, &path),
+            };
+            match value {
+                Some((pos, value)) if value.chars().count() > 256 => {
+                    self.error(
+                        pos,
+                        format!(
+                            "tag value is {} characters, over EC2's limit of 256",
+                            value.chars().count()
+                        ),
+                    );
+                    ok = false;
+                }
+                Some((_, value)) => {
+                    tags.insert(tag.to_string(), value);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(tags)
+    }
+
+    fn budget(&mut self, node: &Node, key: Pos) -> Option<DisruptionBudget> {
+        let f = self.fields(node, key, "disruption_budget", BUDGET_FIELDS)?;
+        let defaults = DisruptionBudget::default();
+        let min_healthy = match f.get("min_healthy") {
+            Some((k, n)) => self.share(n, k),
+            None => Some(defaults.min_healthy_share),
+        };
+        let max_surge = match f.get("max_surge") {
+            Some((k, n)) => self
+                .bounded(
+                    n,
+                    k,
+                    "disruption_budget.max_surge",
+                    0,
+                    i64::from(MAX_CAPACITY),
+                )
+                .map(|(_, v)| Some(v)),
+            None => Some(defaults.max_surge),
+        };
+        Some(DisruptionBudget {
+            min_healthy_share: min_healthy?,
+            max_surge: max_surge?,
+        })
+    }
+
+    /// `90%` or `0.9` (or `0` / `1`).
+    fn share(&mut self, node: &Node, key: Pos) -> Option<f64> {
+        let (at, v) = self.scalar(node, key, "disruption_budget.min_healthy", "a share")?;
+        let share = match &v {
+            Scalar::Int(i) if (0..=1).contains(i) => Some(*i as f64),
+            Scalar::Str(s) => match s.strip_suffix('%') {
+                Some(percent) => percent.trim().parse::<f64>().ok().map(|p| p / 100.0),
+                None => s.parse::<f64>().ok(),
+            },
+            _ => None,
+        };
+        match share {
+            Some(share) if (0.0..=1.0).contains(&share) => Some(share),
+            _ => {
+                let shown = v.as_text().unwrap_or_else(|| "null".to_string());
+                self.error_expected(
+                    at,
+                    format!("disruption_budget.min_healthy ({shown}) is not a share"),
+                    Some("a percentage like 90% or a fraction between 0 and 1 like 0.9"),
+                );
+                None
+            }
+        }
+    }
+
+    fn user_data(&mut self, node: &Node, key: Pos) -> Option<UserData> {
+        let f = self.fields(node, key, "user_data", USER_DATA_FIELDS)?;
+        let set: Vec<(&str, Pos, &Node)> = USER_DATA_FIELDS
+            .iter()
+            .filter_map(|name| f.get(name).map(|(k, n)| (*name, k, n)))
+            .collect();
+        let (kind, k, n) = match set.as_slice() {
+            [one] => *one,
+            [] => {
+                self.error_expected(
+                    key,
+                    "user_data sets none of script, file, cloud_config",
+                    Some("exactly one of script, file, cloud_config"),
+                );
+                return None;
+            }
+            [first, second, ..] => {
+                self.error_expected(
+                    second.1,
+                    format!("user_data sets both `{}` and `{}`", first.0, second.0),
+                    Some("exactly one of script, file, cloud_config"),
+                );
+                return None;
+            }
+        };
+        let parts = match kind {
+            "script" => {
+                let at = value_pos(n, k);
+                match n {
+                    Node::Scalar(s) => match literal(s) {
+                        Scalar::Str(text) => self.interpolate(&text, &Origin::Spec(at), true),
+                        other => {
+                            self.error(
+                                at,
+                                format!(
+                                    "user_data.script: expected a string, found {}",
+                                    other.kind()
+                                ),
+                            );
+                            None
+                        }
+                    },
+                    other => {
+                        self.error(
+                            at,
+                            format!(
+                                "user_data.script: expected a string, found {}",
+                                node_kind(other)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            "file" => {
+                let (at, path) = self.string(n, k, "user_data.file")?;
+                let full = self.base_dir.join(&path);
+                match std::fs::read_to_string(&full) {
+                    Ok(text) => self.interpolate(&text, &Origin::File(&full), true),
+                    Err(e) => {
+                        self.error(at, format!("cannot read user data file `{path}`: {e}"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                let Node::Mapping(map) = n else {
+                    self.error(
+                        value_pos(n, k),
+                        format!(
+                            "user_data.cloud_config: expected a mapping, found {}",
+                            node_kind(n)
+                        ),
+                    );
+                    return None;
+                };
+                let root = self.cloud_config_map(map)?;
+                Some(cloud_config::emit(&root))
+            }
+        }?;
+        let user_data = UserData::from_parts(parts);
+        let template = user_data.template();
+        if template.len() > USER_DATA_LIMIT {
+            match user_data::gzip(template.as_bytes()) {
+                Ok(compressed) if compressed.len() <= USER_DATA_LIMIT => {}
+                Ok(compressed) => {
+                    self.error_expected(
+                        key,
+                        oversize_message(template.len(), compressed.len()),
+                        Some("smaller user data: fetch large files at boot, or bake them into the image"),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    self.error(key, format!("cannot gzip user data: {e}"));
+                    return None;
+                }
+            }
+        }
+        Some(user_data)
+    }
+
+    fn cloud_config_map(&mut self, map: &MarkedMappingNode) -> Option<Vec<(String, Value)>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (k, v) in map.iter() {
+            match self.cloud_config_value(v, scalar_pos(k)) {
+                Some(value) => out.push((k.as_str().to_string(), value)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn cloud_config_value(&mut self, node: &Node, key: Pos) -> Option<Value> {
+        match node {
+            Node::Mapping(m) => self.cloud_config_map(m).map(Value::Map),
+            Node::Sequence(items) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for item in items.iter() {
+                    match self.cloud_config_value(item, value_pos(node, key)) {
+                        Some(v) => out.push(v),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(Value::List(out))
+            }
+            Node::Scalar(s) => {
+                let at = value_pos(node, key);
+                Some(match self.resolve(s, at, true)? {
+                    Resolved::Scalar(Scalar::Null) => Value::Null,
+                    Resolved::Scalar(Scalar::Bool(b)) => Value::Bool(b),
+                    Resolved::Scalar(Scalar::Int(i)) => Value::Int(i),
+                    Resolved::Scalar(Scalar::Str(t)) => Value::text(t),
+                    Resolved::Parts(parts) => Value::Str(parts),
+                })
+            }
+        }
+    }
+}
+
+fn optional_string(loader: &mut Loader<'_>, f: &Fields<'_>, field: &str) -> Option<Option<String>> {
+    match f.get(field) {
+        Some((k, n)) => loader.string(n, k, field).map(|(_, s)| Some(s)),
+        None => Some(None),
+    }
+}
+
+fn push_text(parts: &mut Vec<UserDataPart>, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    if let Some(UserDataPart::Text(last)) = parts.last_mut() {
+        last.push_str(text);
+    } else {
+        parts.push(UserDataPart::Text(text.to_string()));
+    }
+}
+
+fn parts_text(parts: &[UserDataPart]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            UserDataPart::Text(t) => Some(t.as_str()),
+            UserDataPart::Secret(_) => None,
+        })
+        .collect()
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// sha256 over the canonical JSON of the spec (secrets are references in
+/// it, so the hash says nothing about their values).
+fn spec_hash(spec: &Spec) -> String {
+    let canonical = serde_json::json!({
+        "project": spec.project,
+        "environment": spec.environment,
+        "provider": spec.provider,
+        "groups": spec.groups,
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+const NAME_RULE: &str = "1 to 40 characters of a-z, 0-9 and -";
+const IDENT_RULE: &str = "letters, digits, `_` and `-`, starting with a letter or `_`";
+
+/// Project, group and environment names: `[a-z0-9-]{1,40}`.
+fn is_dns_name(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.contains('-')
+        && s.ends_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.contains(char::is_whitespace)
+    })
+}
+
+/// `ami-` and 8 or 17 lowercase hex digits.
+fn is_ami_id(s: &str) -> bool {
+    s.strip_prefix("ami-").is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17)
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ami_ids() {
+        assert!(is_ami_id("ami-12345678"));
+        assert!(is_ami_id("ami-0123456789abcdef0"));
+        assert!(!is_ami_id("ami-123"));
+        assert!(!is_ami_id("ami-0123456789ABCDEF0"));
+        assert!(!is_ami_id("img-12345678"));
+    }
+
+    #[test]
+    fn urls_and_regions() {
+        assert!(is_http_url("http://127.0.0.1:5000"));
+        assert!(is_http_url("https://ec2.us-east-1.amazonaws.com/"));
+        assert!(!is_http_url("ftp://x"));
+        assert!(!is_http_url("http://"));
+        assert!(is_region("us-east-1"));
+        assert!(!is_region("us east"));
+    }
+}

@@ -1,0 +1,186 @@
+//! The resolved desired state: what the planner and executor consume once a
+//! spec has been parsed, overlaid with its environment, interpolated and
+//! validated. Nothing here knows about YAML or positions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Tag keys endstate puts on everything it creates. Observed state is read
+/// by these tags, never one call per resource.
+pub mod tags {
+    /// The project that owns the resource.
+    pub const PROJECT: &str = "endstate:project";
+    /// The group inside the project.
+    pub const GROUP: &str = "endstate:group";
+    /// The environment the spec was planned for (`default` without `-e`).
+    pub const ENVIRONMENT: &str = "endstate:environment";
+    /// The launch intent that created the instance (journal id).
+    pub const INTENT: &str = "endstate:intent";
+    /// [`Group::launch_hash`](crate::Group::launch_hash) of the launch
+    /// settings; a change means replacement.
+    pub const LAUNCH_HASH: &str = "endstate:launch";
+}
+
+/// A validated spec for one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub project: String,
+    /// `default` when no environment was chosen.
+    pub environment: String,
+    pub provider: Provider,
+    pub groups: Vec<Group>,
+    /// A hash over the resolved spec (secrets as references, not values).
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Provider {
+    Aws {
+        region: String,
+        /// An EC2-compatible endpoint URL (moto, the built-in cloud); `None`
+        /// means AWS's regional endpoint.
+        endpoint: Option<String>,
+        /// A named profile from the shared config files.
+        profile: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub min: u32,
+    pub desired: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    pub name: String,
+    /// Subnets in this zone, used in order.
+    pub subnet_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootVolume {
+    pub size_gib: u32,
+    /// gp3, gp2, io1, io2, st1, sc1, standard.
+    pub volume_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataOptions {
+    /// IMDSv2 session tokens required (`HttpTokens=required`). Default true.
+    pub tokens_required: bool,
+    /// `HttpPutResponseHopLimit`, 1..=64. Default 2.
+    pub hop_limit: u8,
+}
+
+impl Default for MetadataOptions {
+    fn default() -> Self {
+        Self {
+            tokens_required: true,
+            hop_limit: 2,
+        }
+    }
+}
+
+/// How far a replacement may disturb a group: the one budget every path that
+/// replaces instances (apply, healing, rollouts, rollback) obeys.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DisruptionBudget {
+    /// The share of desired capacity that must stay running, 0.0..=1.0.
+    /// Default 0.9.
+    pub min_healthy_share: f64,
+    /// How many instances above desired may run during a replacement
+    /// (still capped by the group's max). Default: 10% of desired, at least 1.
+    pub max_surge: Option<u32>,
+}
+
+impl Default for DisruptionBudget {
+    fn default() -> Self {
+        Self {
+            min_healthy_share: 0.9,
+            max_surge: None,
+        }
+    }
+}
+
+/// A reference to a secret, resolved at apply time and never stored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "from", content = "name", rename_all = "snake_case")]
+pub enum SecretRef {
+    /// `env:NAME`
+    Env(String),
+    /// `file:PATH`
+    File(String),
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "env:{name}"),
+            SecretRef::File(path) => write!(f, "file:{path}"),
+        }
+    }
+}
+
+/// One piece of user data text: literal text, or a secret spliced in at apply
+/// time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserDataPart {
+    Text(String),
+    Secret(SecretRef),
+}
+
+/// User data as resolved from the spec: the final text, as parts so that
+/// secrets stay references until apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserData {
+    pub parts: Vec<UserDataPart>,
+    /// sha256 of the text with secrets written as `${secret:REF}`: what plans
+    /// and tags show instead of the content.
+    pub template_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub image_id: String,
+    /// In order of preference; the executor falls back to the next on
+    /// InsufficientInstanceCapacity.
+    pub instance_types: Vec<String>,
+    pub capacity: Capacity,
+    pub zones: Vec<Zone>,
+    pub security_group_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    pub root_volume: Option<RootVolume>,
+    pub metadata: MetadataOptions,
+    /// User tags (owner tags are added by the executor).
+    pub tags: BTreeMap<String, String>,
+    pub user_data: Option<UserData>,
+    pub budget: DisruptionBudget,
+}
+
+impl Group {
+    /// A hash of the launch settings that, when changed, require new
+    /// instances: user data template, network, volume, metadata options.
+    /// Image and instance type are compared on their own (so that a plan can
+    /// say "wrong image"), and tags change in place, so neither is part of it.
+    pub fn launch_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let launch = serde_json::json!({
+            "zones": self.zones,
+            "security_group_ids": self.security_group_ids,
+            "key_name": self.key_name,
+            "iam_instance_profile": self.iam_instance_profile,
+            "root_volume": self.root_volume,
+            "metadata": self.metadata,
+            "user_data": self.user_data.as_ref().map(|u| &u.template_hash),
+        });
+        let digest = Sha256::digest(launch.to_string().as_bytes());
+        hex::encode(&digest[..8])
+    }
+}

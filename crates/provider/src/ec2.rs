@@ -1,0 +1,795 @@
+//! [`Ec2Client`]: our own EC2 Query-protocol client, one HTTP POST per
+//! [`Provider`] call, signed with SigV4 (`aws-sigv4`) using credentials from
+//! the standard AWS chain (`aws-config`). It talks to any EC2-compatible
+//! endpoint: real AWS, moto, or the built-in cloud.
+//!
+//! What it is not: it does not retry, rate-limit or page on its own (the
+//! executor does all three), and it logs neither credentials nor request
+//! bodies (which carry user data). The wire format lives in `endstate-wire`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use endstate_wire::{
+    BlockDeviceMapping, CreateTagsRequest, CreateTagsResponse, DeleteTag, DeleteTagsRequest,
+    DeleteTagsResponse, DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse,
+    DescribeImagesRequest, DescribeImagesResponse, DescribeInstancesRequest,
+    DescribeInstancesResponse, EbsBlockDevice, ErrorResponse, InstanceMetadataOptions, Request,
+    Response, RunInstancesRequest, RunInstancesResponse, Tag, TagSpecification,
+    TerminateInstancesRequest, TerminateInstancesResponse, UserData,
+};
+
+use crate::{
+    Filter, Image, Instance, InstanceState, LaunchRequest, Operation, Provider, ProviderError,
+};
+
+/// The content type EC2 expects for Query-protocol bodies.
+const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// The root device every launch maps its root volume to.
+const ROOT_DEVICE: &str = "/dev/xvda";
+
+/// DescribeInstances page size: EC2's maximum, the default.
+const PAGE_SIZE: u32 = 1000;
+
+/// Refresh credentials this long before they expire.
+const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// Where and how to reach an EC2 endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Config {
+    pub region: String,
+    /// `None`: AWS's regional endpoint, `https://ec2.{region}.amazonaws.com/`.
+    pub endpoint: Option<String>,
+    /// A named profile of the shared AWS config files; `None`: the default
+    /// chain (environment, profile `default`, SSO, container, IMDS).
+    pub profile: Option<String>,
+    /// Per-request timeout, connection included.
+    pub timeout: Duration,
+}
+
+impl Ec2Config {
+    /// AWS's endpoint for `region`, the default chain, a 30 s timeout.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            endpoint: None,
+            profile: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The same, against another endpoint (moto, the built-in cloud).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The endpoint URL requests go to.
+    pub fn endpoint_url(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://ec2.{}.amazonaws.com/", self.region))
+    }
+}
+
+/// Credentials from a provider, kept until shortly before they expire. The
+/// SDK's own identity cache lives in its orchestrator, which we do not use,
+/// so the cache is ours.
+#[derive(Debug)]
+struct CredentialCache {
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<Credentials>>,
+}
+
+impl CredentialCache {
+    fn new(provider: SharedCredentialsProvider) -> Self {
+        Self {
+            provider,
+            cached: Mutex::new(None),
+        }
+    }
+
+    async fn get(&self) -> Result<Credentials, ProviderError> {
+        if let Some(credentials) = lock(&self.cached).clone() {
+            let fresh = credentials
+                .expiry()
+                .is_none_or(|expiry| expiry > SystemTime::now() + CREDENTIAL_REFRESH_MARGIN);
+            if fresh {
+                return Ok(credentials);
+            }
+        }
+        // Not holding the lock across the await: concurrent callers may
+        // each fetch once at expiry, which is harmless.
+        let credentials = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| ProviderError::Credentials(error_chain(&e)))?;
+        *lock(&self.cached) = Some(credentials.clone());
+        Ok(credentials)
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data behind ours (a cache, a
+/// counter map) stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An EC2 Query-protocol client. Cheap to share behind an `Arc`; one
+/// connection pool per client.
+#[derive(Debug)]
+pub struct Ec2Client {
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    credentials: CredentialCache,
+    counts: Mutex<BTreeMap<Operation, u64>>,
+    page_size: u32,
+}
+
+impl Ec2Client {
+    /// A client with credentials from the standard AWS chain (optionally a
+    /// named profile). Nothing is contacted until the first call.
+    pub async fn new(config: Ec2Config) -> Result<Self, ProviderError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()));
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        let sdk_config = loader.load().await;
+        let provider = sdk_config.credentials_provider().ok_or_else(|| {
+            ProviderError::Credentials("no credentials provider is configured".to_string())
+        })?;
+        Self::with_provider(config, provider)
+    }
+
+    /// A client with fixed credentials (tests, moto, the built-in cloud).
+    pub fn with_static_credentials(
+        config: Ec2Config,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Result<Self, ProviderError> {
+        let credentials = Credentials::new(
+            access_key_id,
+            secret_access_key,
+            session_token,
+            None,
+            "endstate-static",
+        );
+        Self::with_provider(config, SharedCredentialsProvider::new(credentials))
+    }
+
+    /// A client with any credentials provider.
+    pub fn with_provider(
+        config: Ec2Config,
+        provider: SharedCredentialsProvider,
+    ) -> Result<Self, ProviderError> {
+        let endpoint = config.endpoint_url();
+        let url = reqwest::Url::parse(&endpoint).map_err(|e| {
+            ProviderError::Credentials(format!("invalid endpoint {endpoint:?}: {e}"))
+        })?;
+        let Some(host) = url.host_str() else {
+            return Err(ProviderError::Credentials(format!(
+                "invalid endpoint {endpoint:?}: no host"
+            )));
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            // A redirected POST would carry a signature for another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("endstate/", env!("CARGO_PKG_VERSION")));
+        if is_loopback(host) {
+            // Loopback endpoints (moto, the built-in cloud) are never
+            // reached through an HTTP proxy from the environment.
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ProviderError::Credentials(format!("HTTP client: {}", error_chain(&e))))?;
+        Ok(Self {
+            http,
+            endpoint: url.to_string(),
+            region: config.region,
+            credentials: CredentialCache::new(provider),
+            counts: Mutex::new(BTreeMap::new()),
+            page_size: PAGE_SIZE,
+        })
+    }
+
+    /// Asks for DescribeInstances pages of `page_size` (EC2 accepts
+    /// 5..=1000; the default is 1,000). For tests of paging.
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size.clamp(5, PAGE_SIZE);
+        self
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Requests sent so far, per operation (failed ones included).
+    pub fn request_counts(&self) -> BTreeMap<Operation, u64> {
+        lock(&self.counts).clone()
+    }
+
+    /// Sends one request and parses its answer.
+    async fn call<Req: Request, Resp: Response>(
+        &self,
+        operation: Operation,
+        request: &Req,
+    ) -> Result<Resp, ProviderError> {
+        let body = request.to_params().to_form();
+        let credentials = self.credentials.get().await?;
+        let signed = signing_headers(
+            &self.endpoint,
+            &body,
+            &credentials,
+            &self.region,
+            SystemTime::now(),
+        )?;
+        *lock(&self.counts).entry(operation).or_insert(0) += 1;
+
+        let span = tracing::debug_span!("ec2", action = operation.action());
+        let _entered = span.enter();
+        let mut http_request = self
+            .http
+            .post(&self.endpoint)
+            .header(http::header::CONTENT_TYPE, CONTENT_TYPE);
+        for (name, value) in signed {
+            http_request = http_request.header(name, value);
+        }
+        let response = http_request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(operation, &e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ProviderError::Transport {
+                operation,
+                message: format!("reading the response: {}", error_chain(&e)),
+                // The server answered, so it saw the request.
+                outcome_unknown: true,
+            })?;
+        tracing::debug!(status, "ec2 response");
+        if (200..300).contains(&status) {
+            return Resp::from_xml(&text).map_err(|e| ProviderError::Decode {
+                operation,
+                message: e.to_string(),
+            });
+        }
+        Err(api_error(operation, status, &text))
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The headers that sign a POST of `body` to `url`: `authorization`,
+/// `x-amz-date` and, with a session token, `x-amz-security-token`. The
+/// signature covers `content-type`, `host` and those.
+fn signing_headers(
+    url: &str,
+    body: &str,
+    credentials: &Credentials,
+    region: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, ProviderError> {
+    let signing_error = |e: &dyn std::error::Error| {
+        ProviderError::Credentials(format!("signing: {}", error_chain(e)))
+    };
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("ec2")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| signing_error(&e))?
+        .into();
+    let headers = [("content-type", CONTENT_TYPE)];
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.into_iter(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .map_err(|e| signing_error(&e))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| signing_error(&e))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect())
+}
+
+/// A connection-level failure. Refused or unresolvable connections never
+/// carried the request; anything later may have.
+fn transport_error(operation: Operation, error: &reqwest::Error) -> ProviderError {
+    let outcome_unknown = !(error.is_connect() || error.is_builder());
+    ProviderError::Transport {
+        operation,
+        message: error_chain(error),
+        outcome_unknown,
+    }
+}
+
+/// An HTTP error answer. EC2 sends an error document; anything else (an
+/// HTML page from a proxy, moto's crash page) keeps its status and gets a
+/// code of the form `HttpNNN`.
+fn api_error(operation: Operation, status: u16, body: &str) -> ProviderError {
+    match ErrorResponse::from_xml(body) {
+        Ok(document) => {
+            let (code, message) = document
+                .first()
+                .map(|e| (e.code.clone(), e.message.clone()))
+                .unwrap_or_default();
+            ProviderError::Api {
+                operation,
+                status,
+                code,
+                message,
+                request_id: document.request_id,
+            }
+        }
+        Err(_) => ProviderError::Api {
+            operation,
+            status,
+            code: format!("Http{status}"),
+            message: body
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_string(),
+            request_id: None,
+        },
+    }
+}
+
+/// An error and its sources, `: `-joined (reqwest's and the SDK's own
+/// messages hide the cause, such as "connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn to_wire_filters(filters: &[Filter]) -> Vec<endstate_wire::Filter> {
+    filters
+        .iter()
+        .map(|f| endstate_wire::Filter {
+            name: f.name.clone(),
+            values: f.values.clone(),
+        })
+        .collect()
+}
+
+fn tags_to_map(tags: Vec<Tag>) -> BTreeMap<String, String> {
+    tags.into_iter().map(|t| (t.key, t.value)).collect()
+}
+
+fn parse_state(operation: Operation, name: &str) -> Result<InstanceState, ProviderError> {
+    InstanceState::parse(name).ok_or_else(|| ProviderError::Decode {
+        operation,
+        message: format!("unknown instance state {name:?}"),
+    })
+}
+
+fn to_instance(
+    operation: Operation,
+    wire: endstate_wire::Instance,
+) -> Result<Instance, ProviderError> {
+    Ok(Instance {
+        state: parse_state(operation, &wire.state.name)?,
+        id: wire.instance_id,
+        image_id: wire.image_id,
+        instance_type: wire.instance_type,
+        zone: wire.availability_zone,
+        subnet_id: wire.subnet_id,
+        launch_time: wire.launch_time,
+        private_ip: wire.private_ip_address,
+        client_token: wire.client_token,
+        tags: tags_to_map(wire.tags),
+    })
+}
+
+/// The RunInstances request for a launch batch: MinCount = MaxCount, tags
+/// on the instances and their volumes, the root volume on `/dev/xvda`.
+pub fn run_instances_request(launch: &LaunchRequest) -> RunInstancesRequest {
+    let tags: Vec<Tag> = launch.tags.iter().map(|(k, v)| Tag::new(k, v)).collect();
+    let tag_specifications = if tags.is_empty() {
+        Vec::new()
+    } else {
+        ["instance", "volume"]
+            .into_iter()
+            .map(|resource_type| TagSpecification {
+                resource_type: resource_type.to_string(),
+                tags: tags.clone(),
+            })
+            .collect()
+    };
+    RunInstancesRequest {
+        image_id: launch.image_id.clone(),
+        instance_type: Some(launch.instance_type.clone()),
+        min_count: launch.count,
+        max_count: launch.count,
+        client_token: Some(launch.client_token.clone()),
+        availability_zone: Some(launch.zone.clone()),
+        subnet_id: launch.subnet_id.clone(),
+        security_group_ids: launch.security_group_ids.clone(),
+        key_name: launch.key_name.clone(),
+        iam_instance_profile_name: launch.iam_instance_profile.clone(),
+        user_data: launch.user_data.clone().map(UserData),
+        block_device_mappings: launch
+            .root_volume
+            .iter()
+            .map(|root| BlockDeviceMapping {
+                device_name: ROOT_DEVICE.to_string(),
+                ebs: Some(EbsBlockDevice {
+                    volume_size: Some(root.size_gib),
+                    volume_type: Some(root.volume_type.clone()),
+                    delete_on_termination: Some(true),
+                }),
+            })
+            .collect(),
+        metadata_options: Some(InstanceMetadataOptions {
+            http_tokens: Some(
+                if launch.metadata.tokens_required {
+                    "required"
+                } else {
+                    "optional"
+                }
+                .to_string(),
+            ),
+            http_put_response_hop_limit: Some(u32::from(launch.metadata.hop_limit)),
+            http_endpoint: Some("enabled".to_string()),
+        }),
+        tag_specifications,
+    }
+}
+
+#[async_trait]
+impl Provider for Ec2Client {
+    async fn run_instances(&self, request: &LaunchRequest) -> Result<Vec<Instance>, ProviderError> {
+        let operation = Operation::RunInstances;
+        let response: RunInstancesResponse = self
+            .call(operation, &run_instances_request(request))
+            .await?;
+        response
+            .reservation
+            .instances
+            .into_iter()
+            .map(|i| to_instance(operation, i))
+            .collect()
+    }
+
+    async fn describe_instances_page(
+        &self,
+        filters: &[Filter],
+        next_token: Option<&str>,
+    ) -> Result<(Vec<Instance>, Option<String>), ProviderError> {
+        let operation = Operation::DescribeInstances;
+        let request = DescribeInstancesRequest {
+            instance_ids: Vec::new(),
+            filters: to_wire_filters(filters),
+            max_results: Some(self.page_size),
+            next_token: next_token.map(str::to_string),
+        };
+        let response: DescribeInstancesResponse = self.call(operation, &request).await?;
+        let instances = response
+            .reservations
+            .into_iter()
+            .flat_map(|r| r.instances)
+            .map(|i| to_instance(operation, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((instances, response.next_token))
+    }
+
+    async fn terminate_instances(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, InstanceState)>, ProviderError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let operation = Operation::TerminateInstances;
+        let request = TerminateInstancesRequest {
+            instance_ids: ids.to_vec(),
+        };
+        let response: TerminateInstancesResponse = self.call(operation, &request).await?;
+        response
+            .instances
+            .into_iter()
+            .map(|change| {
+                Ok((
+                    change.instance_id,
+                    parse_state(operation, &change.current_state.name)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        if ids.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        let request = CreateTagsRequest {
+            resource_ids: ids.to_vec(),
+            tags: tags.iter().map(|(k, v)| Tag::new(k, v)).collect(),
+        };
+        let _: CreateTagsResponse = self.call(Operation::CreateTags, &request).await?;
+        Ok(())
+    }
+
+    async fn delete_tags(&self, ids: &[String], keys: &[String]) -> Result<(), ProviderError> {
+        if ids.is_empty() || keys.is_empty() {
+            return Ok(());
+        }
+        let request = DeleteTagsRequest {
+            resource_ids: ids.to_vec(),
+            tags: keys
+                .iter()
+                .map(|key| DeleteTag {
+                    key: key.clone(),
+                    value: None,
+                })
+                .collect(),
+        };
+        let _: DeleteTagsResponse = self.call(Operation::DeleteTags, &request).await?;
+        Ok(())
+    }
+
+    async fn describe_images(&self, ids: &[String]) -> Result<Vec<Image>, ProviderError> {
+        // Without ids DescribeImages lists every public image: never what
+        // a caller asking "by id" wants.
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let request = DescribeImagesRequest {
+            image_ids: ids.to_vec(),
+            owners: Vec::new(),
+            filters: Vec::new(),
+        };
+        let response: DescribeImagesResponse =
+            self.call(Operation::DescribeImages, &request).await?;
+        Ok(response
+            .images
+            .into_iter()
+            .map(|image| Image {
+                id: image.image_id,
+                name: image.name,
+                state: image.state,
+                tags: tags_to_map(image.tags),
+            })
+            .collect())
+    }
+
+    async fn describe_availability_zones(&self) -> Result<Vec<String>, ProviderError> {
+        let response: DescribeAvailabilityZonesResponse = self
+            .call(
+                Operation::DescribeAvailabilityZones,
+                &DescribeAvailabilityZonesRequest::default(),
+            )
+            .await?;
+        Ok(response.zones.into_iter().map(|z| z.zone_name).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_credentials(session_token: Option<&str>) -> Credentials {
+        Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            session_token.map(str::to_string),
+            None,
+            "test",
+        )
+    }
+
+    const BODY: &str = "Action=DescribeInstances&Filter.1.Name=tag%3Aendstate%3Aproject&Filter.1.Value.1=demo&MaxResults=1000&Version=2016-11-15";
+
+    /// 2015-08-30T12:36:00Z, the time of AWS's SigV4 examples.
+    fn example_time() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160)
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Expected values computed by botocore's `SigV4Auth` (a third-party
+    /// implementation) for the same request, credentials and time.
+    #[test]
+    fn signature_matches_botocore() {
+        let cases = [
+            (
+                "https://ec2.us-east-1.amazonaws.com/",
+                None,
+                "content-type;host;x-amz-date",
+                "d7fb4de1af606daad5fdc334a85376f027a8816d0f366885c05b2764d6f579a6",
+            ),
+            (
+                "http://127.0.0.1:5000/",
+                None,
+                "content-type;host;x-amz-date",
+                "a79805e0136cb09b05b34b2880b9b319e937fc5aaf13846a6af301ceb779fecb",
+            ),
+            (
+                "http://127.0.0.1:5000/",
+                Some("SESSIONTOKEN/+="),
+                "content-type;host;x-amz-date;x-amz-security-token",
+                "df780b98c6630fa6141069337726614a6555969d105e22b1d56fac74dcc339e0",
+            ),
+        ];
+        for (url, token, signed_headers, signature) in cases {
+            let headers = signing_headers(
+                url,
+                BODY,
+                &example_credentials(token),
+                "us-east-1",
+                example_time(),
+            )
+            .unwrap();
+            assert_eq!(
+                header(&headers, "authorization").unwrap(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/ec2/aws4_request, \
+                     SignedHeaders={signed_headers}, Signature={signature}"
+                ),
+                "{url} {token:?}"
+            );
+            assert_eq!(header(&headers, "x-amz-date"), Some("20150830T123600Z"));
+            assert_eq!(header(&headers, "x-amz-security-token"), token);
+        }
+    }
+
+    #[test]
+    fn credential_scope_names_region_and_service() {
+        let headers = signing_headers(
+            "http://127.0.0.1:1/",
+            "Action=X",
+            &example_credentials(None),
+            "eu-west-3",
+            SystemTime::now(),
+        )
+        .unwrap();
+        let authorization = header(&headers, "authorization").unwrap();
+        assert!(
+            authorization.contains("/eu-west-3/ec2/aws4_request, "),
+            "{authorization}"
+        );
+    }
+
+    #[test]
+    fn launch_request_maps_to_run_instances() {
+        let launch = LaunchRequest {
+            image_id: "ami-1".into(),
+            instance_type: "t3.micro".into(),
+            count: 4,
+            zone: "us-east-1b".into(),
+            subnet_id: Some("subnet-1".into()),
+            security_group_ids: vec!["sg-1".into()],
+            key_name: None,
+            iam_instance_profile: Some("web".into()),
+            root_volume: Some(endstate_model::RootVolume {
+                size_gib: 16,
+                volume_type: "gp3".into(),
+            }),
+            metadata: endstate_model::MetadataOptions {
+                tokens_required: false,
+                hop_limit: 1,
+            },
+            user_data: Some(b"#!/bin/sh\n".to_vec()),
+            tags: [("endstate:project".to_string(), "demo".to_string())]
+                .into_iter()
+                .collect(),
+            client_token: "intent-7".into(),
+        };
+        let params = run_instances_request(&launch).to_params();
+        let expected = [
+            ("MinCount", "4"),
+            ("MaxCount", "4"),
+            ("ClientToken", "intent-7"),
+            ("Placement.AvailabilityZone", "us-east-1b"),
+            ("IamInstanceProfile.Name", "web"),
+            ("UserData", "IyEvYmluL3NoCg=="),
+            ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+            ("BlockDeviceMapping.1.Ebs.VolumeSize", "16"),
+            ("BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+            ("MetadataOptions.HttpTokens", "optional"),
+            ("MetadataOptions.HttpPutResponseHopLimit", "1"),
+            ("MetadataOptions.HttpEndpoint", "enabled"),
+            ("TagSpecification.1.ResourceType", "instance"),
+            ("TagSpecification.2.ResourceType", "volume"),
+            ("TagSpecification.2.Tag.1.Key", "endstate:project"),
+        ];
+        for (name, value) in expected {
+            assert_eq!(params.get(name), Some(value), "{name}");
+        }
+    }
+
+    #[test]
+    fn non_xml_error_bodies_keep_their_status() {
+        let error = api_error(
+            Operation::DescribeInstances,
+            502,
+            "<html>Bad Gateway</html>",
+        );
+        assert_eq!(error.code(), Some("Http502"));
+        assert!(error.is_retryable());
+        let error = api_error(
+            Operation::RunInstances,
+            503,
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>slow down</Message></Error></Errors><RequestID>r1</RequestID></Response>",
+        );
+        assert!(error.is_throttle());
+        assert!(!error.outcome_unknown());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("127.0.0.1"));
+        assert!(is_loopback("127.3.4.5"));
+        assert!(is_loopback("[::1]"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("ec2.us-east-1.amazonaws.com"));
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let client = Ec2Client::with_static_credentials(
+            Ec2Config::new("us-east-1").with_endpoint("http://127.0.0.1:9/"),
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+        )
+        .unwrap();
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("wJalrXUtnFEMI"), "{debug}");
+    }
+}

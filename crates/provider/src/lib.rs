@@ -1,0 +1,248 @@
+//! The narrow interface endstate converges through — launch a batch, describe
+//! by tag with paging, terminate, tag, images, zones — and its
+//! implementations: [`ec2::Ec2Client`], our own EC2 Query-protocol client
+//! (real AWS, moto, the built-in cloud), and [`fake::FakeProvider`], an
+//! in-memory stand-in for unit tests of the layers above.
+//!
+//! This crate does not rate-limit or retry: every call is one request, and
+//! its error says whether it may be retried. Token buckets and backoff live in
+//! `endstate-exec`, which wraps any provider.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use endstate_model::{MetadataOptions, RootVolume};
+pub use endstate_plan::observed::{Instance, InstanceState};
+
+pub mod ec2;
+pub mod fake;
+
+/// One RunInstances call: `count` instances of one type in one zone, tagged
+/// at launch. Its Debug output shows the user data's length, not its bytes.
+#[derive(Clone, PartialEq)]
+pub struct LaunchRequest {
+    pub image_id: String,
+    pub instance_type: String,
+    pub count: u32,
+    pub zone: String,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    pub root_volume: Option<RootVolume>,
+    pub metadata: MetadataOptions,
+    /// Raw bytes (already gzipped if that was needed); the client base64s them.
+    pub user_data: Option<Vec<u8>>,
+    /// Applied to the instances (and their volumes) in the same call.
+    pub tags: BTreeMap<String, String>,
+    /// EC2's idempotency token, at most 64 ASCII characters.
+    pub client_token: String,
+}
+
+/// User data routinely carries secrets; Debug (and so every log line and
+/// panic message that prints a request) shows its length only.
+impl std::fmt::Debug for LaunchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchRequest")
+            .field("image_id", &self.image_id)
+            .field("instance_type", &self.instance_type)
+            .field("count", &self.count)
+            .field("zone", &self.zone)
+            .field("subnet_id", &self.subnet_id)
+            .field("security_group_ids", &self.security_group_ids)
+            .field("key_name", &self.key_name)
+            .field("iam_instance_profile", &self.iam_instance_profile)
+            .field("root_volume", &self.root_volume)
+            .field("metadata", &self.metadata)
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|d| format!("<{} bytes redacted>", d.len())),
+            )
+            .field("tags", &self.tags)
+            .field("client_token", &self.client_token)
+            .finish()
+    }
+}
+
+/// A DescribeInstances filter (`tag:endstate:project`, `instance-state-name`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+impl Filter {
+    /// A filter on one name with the given values.
+    pub fn new(
+        name: impl Into<String>,
+        values: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            values: values.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// `tag:KEY = VALUE`.
+    pub fn tag(key: &str, value: impl Into<String>) -> Self {
+        Self::new(format!("tag:{key}"), [value.into()])
+    }
+}
+
+/// An image as DescribeImages reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub id: String,
+    pub name: Option<String>,
+    pub state: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Which bucket of EC2's request-rate limits an operation draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    RunInstances,
+    DescribeInstances,
+    TerminateInstances,
+    CreateTags,
+    DeleteTags,
+    DescribeImages,
+    DescribeAvailabilityZones,
+}
+
+impl Operation {
+    /// The EC2 action name.
+    pub fn action(self) -> &'static str {
+        match self {
+            Operation::RunInstances => "RunInstances",
+            Operation::DescribeInstances => "DescribeInstances",
+            Operation::TerminateInstances => "TerminateInstances",
+            Operation::CreateTags => "CreateTags",
+            Operation::DeleteTags => "DeleteTags",
+            Operation::DescribeImages => "DescribeImages",
+            Operation::DescribeAvailabilityZones => "DescribeAvailabilityZones",
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The endpoint answered with an EC2 error (`RequestLimitExceeded`,
+    /// `InsufficientInstanceCapacity`, `InvalidParameterValue`, ...).
+    #[error("{operation:?} failed: {code}: {message} (HTTP {status}{})", request_id.as_deref().map(|r| format!(", request {r}")).unwrap_or_default())]
+    Api {
+        operation: Operation,
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// No answer: the request may or may not have taken effect
+    /// (`outcome_unknown`), or it never left (connection refused).
+    #[error("{operation:?}: {message}")]
+    Transport {
+        operation: Operation,
+        message: String,
+        /// True when the request may have reached the server (timeout, reset
+        /// after sending): a create must be resolved by reading before a retry.
+        outcome_unknown: bool,
+    },
+    /// An answer that is not what the protocol promises.
+    #[error("{operation:?}: unreadable response: {message}")]
+    Decode {
+        operation: Operation,
+        message: String,
+    },
+    /// No credentials could be found or signing failed.
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+impl ProviderError {
+    /// EC2's error code, for API errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ProviderError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// EC2 throttled the call.
+    pub fn is_throttle(&self) -> bool {
+        matches!(
+            self.code(),
+            Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException")
+        )
+    }
+
+    /// No capacity of this type in this zone.
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self.code(),
+            Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "Unsupported")
+        )
+    }
+
+    /// Worth retrying after a backoff: throttles, 5xx, transport failures.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Api { status, .. } => self.is_throttle() || *status >= 500,
+            ProviderError::Transport { .. } => true,
+            ProviderError::Decode { .. } | ProviderError::Credentials(_) => false,
+        }
+    }
+
+    /// The call may have taken effect although no answer came back.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ProviderError::Transport {
+                outcome_unknown, ..
+            } => *outcome_unknown,
+            // A 5xx may come after the server acted.
+            ProviderError::Api { status, .. } => *status >= 500 && !self.is_throttle(),
+            _ => false,
+        }
+    }
+}
+
+/// The operations endstate converges through. One method call is one API
+/// request (paging aside); implementations neither retry nor rate-limit.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// RunInstances with MinCount = MaxCount = `count`.
+    async fn run_instances(&self, request: &LaunchRequest) -> Result<Vec<Instance>, ProviderError>;
+
+    /// One page of DescribeInstances (MaxResults 1000). Returns the
+    /// instances and the next page's token.
+    async fn describe_instances_page(
+        &self,
+        filters: &[Filter],
+        next_token: Option<&str>,
+    ) -> Result<(Vec<Instance>, Option<String>), ProviderError>;
+
+    /// TerminateInstances on up to 1,000 ids; returns each id's new state.
+    async fn terminate_instances(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, InstanceState)>, ProviderError>;
+
+    /// CreateTags on up to 1,000 resources.
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError>;
+
+    /// DeleteTags (by key) on up to 1,000 resources.
+    async fn delete_tags(&self, ids: &[String], keys: &[String]) -> Result<(), ProviderError>;
+
+    /// DescribeImages by id.
+    async fn describe_images(&self, ids: &[String]) -> Result<Vec<Image>, ProviderError>;
+
+    /// DescribeAvailabilityZones: the zone names of the region.
+    async fn describe_availability_zones(&self) -> Result<Vec<String>, ProviderError>;
+}

@@ -1,0 +1,32 @@
+//! EC2's Query protocol for the actions endstate speaks, in both directions
+//! and without I/O: request structs to and from form parameters
+//! ([`requests`], [`form`]), response structs to and from XML
+//! ([`responses`]), EC2's error document ([`error`]), and EC2's request-rate
+//! limits ([`limits`]).
+//!
+//! The client (`endstate-provider`) writes requests and reads responses; the
+//! built-in cloud's server reads requests and writes responses with the same
+//! types, so both sides agree on the wire by construction, and each is
+//! tested against a third party (moto for the client, the aws CLI for the
+//! server). No HTTP, no signing, no async here.
+
+pub mod error;
+pub mod form;
+pub mod limits;
+pub mod requests;
+pub mod responses;
+pub mod xml;
+
+pub use error::{ErrorDetail, ErrorResponse, WireError};
+pub use form::Params;
+pub use requests::{
+    BlockDeviceMapping, CreateTagsRequest, DeleteTag, DeleteTagsRequest,
+    DescribeAvailabilityZonesRequest, DescribeImagesRequest, DescribeInstancesRequest,
+    EbsBlockDevice, Ec2Request, Filter, InstanceMetadataOptions, Request, RunInstancesRequest, Tag,
+    TagSpecification, TerminateInstancesRequest, UserData, API_VERSION,
+};
+pub use responses::{
+    AvailabilityZone, CreateTagsResponse, DeleteTagsResponse, DescribeAvailabilityZonesResponse,
+    DescribeImagesResponse, DescribeInstancesResponse, Image, Instance, InstanceStateChange,
+    InstanceStateInfo, Reservation, Response, RunInstancesResponse, TerminateInstancesResponse,
+};

@@ -1,0 +1,656 @@
+//! The responses to the actions in `crate::requests`, each to XML (what a
+//! server sends) and from XML (what a client reads, with `roxmltree`).
+//!
+//! Only the fields endstate uses are modelled; parsing ignores the rest
+//! (moto and EC2 send dozens more per instance). Writing emits EC2's element
+//! names and nesting so that the aws CLI and AWS SDKs can read our server.
+
+use roxmltree::Node;
+
+use crate::error::WireError;
+use crate::requests::{InstanceMetadataOptions, Tag};
+use crate::xml::{self, XmlWriter};
+
+/// A response document: its root element, and both directions.
+pub trait Response: Sized {
+    /// The root element (`DescribeInstancesResponse`, ...).
+    const ROOT: &'static str;
+
+    /// The document a server sends.
+    fn to_xml(&self) -> String;
+
+    /// Parses the document a server sent.
+    fn from_xml(text: &str) -> Result<Self, WireError>;
+}
+
+/// `instanceState` / `currentState` / `previousState`: EC2's numeric code
+/// and name (`0 pending`, `16 running`, `32 shutting-down`, `48 terminated`,
+/// `64 stopping`, `80 stopped`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStateInfo {
+    pub code: u16,
+    pub name: String,
+}
+
+impl InstanceStateInfo {
+    /// The state named `name` with EC2's code for it (0 for names EC2 does
+    /// not define).
+    pub fn named(name: &str) -> Self {
+        let code = match name {
+            "pending" => 0,
+            "running" => 16,
+            "shutting-down" => 32,
+            "terminated" => 48,
+            "stopping" => 64,
+            "stopped" => 80,
+            _ => 0,
+        };
+        Self {
+            code,
+            name: name.to_string(),
+        }
+    }
+
+    fn write(&self, w: &mut XmlWriter, element: &str) {
+        w.open(element);
+        w.leaf("code", &self.code.to_string());
+        w.leaf("name", &self.name);
+        w.close(element);
+    }
+
+    fn read(node: Node<'_, '_>, element: &str) -> Result<Self, WireError> {
+        let state = xml::required_child(node, element)?;
+        Ok(Self {
+            // The low byte is the state; the high byte is internal to EC2.
+            code: xml::number::<u16>(state, "code")?.unwrap_or(0) & 0xff,
+            name: xml::required_text(state, "name")?,
+        })
+    }
+}
+
+/// One instance as EC2 describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub instance_id: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub state: InstanceStateInfo,
+    /// `placement/availabilityZone`.
+    pub availability_zone: String,
+    /// ISO 8601, as EC2 writes it (`2026-11-27T15:29:14.000Z`).
+    pub launch_time: String,
+    pub subnet_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub private_ip_address: Option<String>,
+    pub client_token: Option<String>,
+    pub key_name: Option<String>,
+    pub ami_launch_index: Option<u32>,
+    pub tags: Vec<Tag>,
+    pub metadata_options: Option<InstanceMetadataOptions>,
+}
+
+impl Instance {
+    fn write(&self, w: &mut XmlWriter) {
+        w.open("item");
+        w.leaf("instanceId", &self.instance_id);
+        w.leaf("imageId", &self.image_id);
+        self.state.write(w, "instanceState");
+        w.leaf_opt("keyName", self.key_name.as_deref());
+        w.leaf_opt(
+            "amiLaunchIndex",
+            self.ami_launch_index.map(|i| i.to_string()).as_deref(),
+        );
+        w.leaf("instanceType", &self.instance_type);
+        w.leaf("launchTime", &self.launch_time);
+        w.open("placement");
+        w.leaf("availabilityZone", &self.availability_zone);
+        w.leaf("tenancy", "default");
+        w.close("placement");
+        w.leaf_opt("subnetId", self.subnet_id.as_deref());
+        w.leaf_opt("vpcId", self.vpc_id.as_deref());
+        w.leaf_opt("privateIpAddress", self.private_ip_address.as_deref());
+        w.leaf_opt("clientToken", self.client_token.as_deref());
+        write_tag_set(w, &self.tags);
+        if let Some(m) = &self.metadata_options {
+            w.open("metadataOptions");
+            w.leaf("state", "applied");
+            w.leaf_opt("httpTokens", m.http_tokens.as_deref());
+            w.leaf_opt(
+                "httpPutResponseHopLimit",
+                m.http_put_response_hop_limit
+                    .map(|h| h.to_string())
+                    .as_deref(),
+            );
+            w.leaf_opt("httpEndpoint", m.http_endpoint.as_deref());
+            w.close("metadataOptions");
+        }
+        w.close("item");
+    }
+
+    fn read(node: Node<'_, '_>) -> Result<Self, WireError> {
+        let placement = xml::required_child(node, "placement")?;
+        let metadata_options = xml::child(node, "metadataOptions")
+            .map(|m| {
+                Ok::<_, WireError>(InstanceMetadataOptions {
+                    http_tokens: xml::text_nonempty(m, "httpTokens"),
+                    http_put_response_hop_limit: xml::number(m, "httpPutResponseHopLimit")?,
+                    http_endpoint: xml::text_nonempty(m, "httpEndpoint"),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            instance_id: xml::required_text(node, "instanceId")?,
+            image_id: xml::text(node, "imageId").unwrap_or_default(),
+            instance_type: xml::text(node, "instanceType").unwrap_or_default(),
+            state: InstanceStateInfo::read(node, "instanceState")?,
+            availability_zone: xml::required_text(placement, "availabilityZone")?,
+            launch_time: xml::text(node, "launchTime").unwrap_or_default(),
+            subnet_id: xml::text_nonempty(node, "subnetId"),
+            vpc_id: xml::text_nonempty(node, "vpcId"),
+            private_ip_address: xml::text_nonempty(node, "privateIpAddress"),
+            client_token: xml::text_nonempty(node, "clientToken"),
+            key_name: xml::text_nonempty(node, "keyName"),
+            ami_launch_index: xml::number(node, "amiLaunchIndex")?,
+            tags: read_tag_set(node)?,
+            metadata_options,
+        })
+    }
+}
+
+fn write_tag_set(w: &mut XmlWriter, tags: &[Tag]) {
+    if tags.is_empty() {
+        w.empty("tagSet");
+        return;
+    }
+    w.open("tagSet");
+    for tag in tags {
+        w.open("item");
+        w.leaf("key", &tag.key);
+        w.leaf("value", &tag.value);
+        w.close("item");
+    }
+    w.close("tagSet");
+}
+
+fn read_tag_set(node: Node<'_, '_>) -> Result<Vec<Tag>, WireError> {
+    xml::items(node, "tagSet")
+        .map(|item| {
+            Ok(Tag {
+                key: xml::required_text(item, "key")?,
+                value: xml::text(item, "value").unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// A reservation: the instances one RunInstances call launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub reservation_id: String,
+    pub owner_id: String,
+    pub instances: Vec<Instance>,
+}
+
+impl Reservation {
+    /// The reservation's own elements, without a wrapper (RunInstances puts
+    /// them at the root, DescribeInstances in an `item`).
+    fn write_fields(&self, w: &mut XmlWriter) {
+        w.leaf("reservationId", &self.reservation_id);
+        w.leaf("ownerId", &self.owner_id);
+        w.empty("groupSet");
+        w.open("instancesSet");
+        for instance in &self.instances {
+            instance.write(w);
+        }
+        w.close("instancesSet");
+    }
+
+    fn read(node: Node<'_, '_>) -> Result<Self, WireError> {
+        Ok(Self {
+            reservation_id: xml::text(node, "reservationId").unwrap_or_default(),
+            owner_id: xml::text(node, "ownerId").unwrap_or_default(),
+            instances: xml::items(node, "instancesSet")
+                .map(Instance::read)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn write_request_id(w: &mut XmlWriter, request_id: &Option<String>) {
+    w.leaf_opt("requestId", request_id.as_deref());
+}
+
+fn read_request_id(root: Node<'_, '_>) -> Option<String> {
+    xml::text_nonempty(root, "requestId")
+}
+
+/// RunInstances' answer: one reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInstancesResponse {
+    pub request_id: Option<String>,
+    pub reservation: Reservation,
+}
+
+impl Response for RunInstancesResponse {
+    const ROOT: &'static str = "RunInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        self.reservation.write_fields(&mut w);
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            reservation: Reservation::read(root)?,
+        })
+    }
+}
+
+/// One page of DescribeInstances.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeInstancesResponse {
+    pub request_id: Option<String>,
+    pub reservations: Vec<Reservation>,
+    pub next_token: Option<String>,
+}
+
+impl DescribeInstancesResponse {
+    /// The instances of every reservation, in order.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.reservations.iter().flat_map(|r| r.instances.iter())
+    }
+}
+
+impl Response for DescribeInstancesResponse {
+    const ROOT: &'static str = "DescribeInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.open("reservationSet");
+        for reservation in &self.reservations {
+            w.open("item");
+            reservation.write_fields(&mut w);
+            w.close("item");
+        }
+        w.close("reservationSet");
+        w.leaf_opt("nextToken", self.next_token.as_deref());
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            reservations: xml::items(root, "reservationSet")
+                .map(Reservation::read)
+                .collect::<Result<_, _>>()?,
+            next_token: xml::text_nonempty(root, "nextToken"),
+        })
+    }
+}
+
+/// One instance's state change in TerminateInstances' answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStateChange {
+    pub instance_id: String,
+    pub current_state: InstanceStateInfo,
+    pub previous_state: InstanceStateInfo,
+}
+
+/// TerminateInstances' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TerminateInstancesResponse {
+    pub request_id: Option<String>,
+    pub instances: Vec<InstanceStateChange>,
+}
+
+impl Response for TerminateInstancesResponse {
+    const ROOT: &'static str = "TerminateInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.open("instancesSet");
+        for change in &self.instances {
+            w.open("item");
+            w.leaf("instanceId", &change.instance_id);
+            change.current_state.write(&mut w, "currentState");
+            change.previous_state.write(&mut w, "previousState");
+            w.close("item");
+        }
+        w.close("instancesSet");
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        let instances = xml::items(root, "instancesSet")
+            .map(|item| {
+                Ok(InstanceStateChange {
+                    instance_id: xml::required_text(item, "instanceId")?,
+                    current_state: InstanceStateInfo::read(item, "currentState")?,
+                    previous_state: InstanceStateInfo::read(item, "previousState")?,
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            instances,
+        })
+    }
+}
+
+/// Writes `<requestId/><return>true</return>`, the answer of actions that
+/// return nothing else.
+fn write_return(root: &str, request_id: &Option<String>) -> String {
+    let mut w = XmlWriter::document();
+    w.open_root(root);
+    write_request_id(&mut w, request_id);
+    w.leaf("return", "true");
+    w.close(root);
+    w.finish()
+}
+
+/// Reads such an answer. `<return>` may be absent (moto omits it); a
+/// `false` is an error, as the action did not take effect.
+fn read_return(root_name: &str, text: &str) -> Result<Option<String>, WireError> {
+    let doc = xml::parse(text)?;
+    let root = xml::root(&doc, root_name)?;
+    if xml::text(root, "return").is_some_and(|r| r.trim() == "false") {
+        return Err(WireError::Xml(format!("<{root_name}> returned false")));
+    }
+    Ok(read_request_id(root))
+}
+
+/// CreateTags' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateTagsResponse {
+    pub request_id: Option<String>,
+}
+
+impl Response for CreateTagsResponse {
+    const ROOT: &'static str = "CreateTagsResponse";
+
+    fn to_xml(&self) -> String {
+        write_return(Self::ROOT, &self.request_id)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        Ok(Self {
+            request_id: read_return(Self::ROOT, text)?,
+        })
+    }
+}
+
+/// DeleteTags' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteTagsResponse {
+    pub request_id: Option<String>,
+}
+
+impl Response for DeleteTagsResponse {
+    const ROOT: &'static str = "DeleteTagsResponse";
+
+    fn to_xml(&self) -> String {
+        write_return(Self::ROOT, &self.request_id)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        Ok(Self {
+            request_id: read_return(Self::ROOT, text)?,
+        })
+    }
+}
+
+/// One image of DescribeImages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub image_id: String,
+    pub name: Option<String>,
+    /// `available`, `pending`, `failed`, ...
+    pub state: String,
+    pub owner_id: Option<String>,
+    pub architecture: Option<String>,
+    pub root_device_name: Option<String>,
+    pub creation_date: Option<String>,
+    pub tags: Vec<Tag>,
+}
+
+/// DescribeImages' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeImagesResponse {
+    pub request_id: Option<String>,
+    pub images: Vec<Image>,
+}
+
+impl Response for DescribeImagesResponse {
+    const ROOT: &'static str = "DescribeImagesResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.open("imagesSet");
+        for image in &self.images {
+            w.open("item");
+            w.leaf("imageId", &image.image_id);
+            w.leaf("imageState", &image.state);
+            w.leaf_opt("imageOwnerId", image.owner_id.as_deref());
+            w.leaf_opt("creationDate", image.creation_date.as_deref());
+            w.leaf_opt("architecture", image.architecture.as_deref());
+            w.leaf("imageType", "machine");
+            w.leaf_opt("name", image.name.as_deref());
+            w.leaf("rootDeviceType", "ebs");
+            w.leaf_opt("rootDeviceName", image.root_device_name.as_deref());
+            write_tag_set(&mut w, &image.tags);
+            w.close("item");
+        }
+        w.close("imagesSet");
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        let images = xml::items(root, "imagesSet")
+            .map(|item| {
+                Ok(Image {
+                    image_id: xml::required_text(item, "imageId")?,
+                    name: xml::text_nonempty(item, "name"),
+                    state: xml::text(item, "imageState").unwrap_or_default(),
+                    owner_id: xml::text_nonempty(item, "imageOwnerId"),
+                    architecture: xml::text_nonempty(item, "architecture"),
+                    root_device_name: xml::text_nonempty(item, "rootDeviceName"),
+                    creation_date: xml::text_nonempty(item, "creationDate"),
+                    tags: read_tag_set(item)?,
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            images,
+        })
+    }
+}
+
+/// One zone of DescribeAvailabilityZones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvailabilityZone {
+    pub zone_name: String,
+    pub zone_id: Option<String>,
+    /// `available`, `impaired`, `unavailable`, ...
+    pub state: String,
+    pub region_name: String,
+}
+
+/// DescribeAvailabilityZones' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeAvailabilityZonesResponse {
+    pub request_id: Option<String>,
+    pub zones: Vec<AvailabilityZone>,
+}
+
+impl Response for DescribeAvailabilityZonesResponse {
+    const ROOT: &'static str = "DescribeAvailabilityZonesResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.open("availabilityZoneInfo");
+        for zone in &self.zones {
+            w.open("item");
+            w.leaf("zoneName", &zone.zone_name);
+            w.leaf("zoneState", &zone.state);
+            w.leaf("regionName", &zone.region_name);
+            w.leaf_opt("zoneId", zone.zone_id.as_deref());
+            w.leaf("zoneType", "availability-zone");
+            w.empty("messageSet");
+            w.close("item");
+        }
+        w.close("availabilityZoneInfo");
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        let zones = xml::items(root, "availabilityZoneInfo")
+            .map(|item| {
+                Ok(AvailabilityZone {
+                    zone_name: xml::required_text(item, "zoneName")?,
+                    zone_id: xml::text_nonempty(item, "zoneId"),
+                    state: xml::text(item, "zoneState").unwrap_or_default(),
+                    region_name: xml::text(item, "regionName").unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            zones,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, state: &str) -> Instance {
+        Instance {
+            instance_id: id.into(),
+            image_id: "ami-1".into(),
+            instance_type: "t3.micro".into(),
+            state: InstanceStateInfo::named(state),
+            availability_zone: "us-east-1a".into(),
+            launch_time: "2026-11-27T15:29:14.000Z".into(),
+            subnet_id: Some("subnet-1".into()),
+            vpc_id: Some("vpc-1".into()),
+            private_ip_address: Some("10.0.0.7".into()),
+            client_token: Some("tok".into()),
+            key_name: None,
+            ami_launch_index: Some(0),
+            tags: vec![
+                Tag::new("endstate:project", "a & <b>"),
+                Tag::new("empty", ""),
+            ],
+            metadata_options: Some(InstanceMetadataOptions {
+                http_tokens: Some("required".into()),
+                http_put_response_hop_limit: Some(2),
+                http_endpoint: Some("enabled".into()),
+            }),
+        }
+    }
+
+    fn roundtrip<R: Response + std::fmt::Debug + PartialEq>(response: R) -> String {
+        let xml = response.to_xml();
+        let again = R::from_xml(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        assert_eq!(again, response);
+        xml
+    }
+
+    #[test]
+    fn responses_roundtrip_through_xml() {
+        let reservation = Reservation {
+            reservation_id: "r-1".into(),
+            owner_id: "123456789012".into(),
+            instances: vec![instance("i-1", "pending"), instance("i-2", "pending")],
+        };
+        let xml = roundtrip(RunInstancesResponse {
+            request_id: Some("req-1".into()),
+            reservation: reservation.clone(),
+        });
+        assert!(xml.contains("xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\""));
+        roundtrip(DescribeInstancesResponse {
+            request_id: Some("req-2".into()),
+            reservations: vec![reservation.clone(), reservation],
+            next_token: Some("next".into()),
+        });
+        roundtrip(DescribeInstancesResponse::default());
+        roundtrip(TerminateInstancesResponse {
+            request_id: Some("req-3".into()),
+            instances: vec![InstanceStateChange {
+                instance_id: "i-1".into(),
+                current_state: InstanceStateInfo::named("shutting-down"),
+                previous_state: InstanceStateInfo::named("running"),
+            }],
+        });
+        let xml = roundtrip(CreateTagsResponse {
+            request_id: Some("req-4".into()),
+        });
+        assert!(xml.contains("<return>true</return>"));
+        roundtrip(DeleteTagsResponse {
+            request_id: Some("req-5".into()),
+        });
+        roundtrip(DescribeImagesResponse {
+            request_id: Some("req-6".into()),
+            images: vec![Image {
+                image_id: "ami-1".into(),
+                name: Some("web-base-1".into()),
+                state: "available".into(),
+                owner_id: Some("123456789012".into()),
+                architecture: Some("x86_64".into()),
+                root_device_name: Some("/dev/xvda".into()),
+                creation_date: Some("2026-11-27T15:29:14.000Z".into()),
+                tags: vec![],
+            }],
+        });
+        roundtrip(DescribeAvailabilityZonesResponse {
+            request_id: Some("req-7".into()),
+            zones: vec![AvailabilityZone {
+                zone_name: "us-east-1a".into(),
+                zone_id: Some("use1-az6".into()),
+                state: "available".into(),
+                region_name: "us-east-1".into(),
+            }],
+        });
+    }
+
+    #[test]
+    fn return_false_is_an_error() {
+        let xml = "<CreateTagsResponse><requestId>r</requestId><return>false</return></CreateTagsResponse>";
+        assert!(CreateTagsResponse::from_xml(xml).is_err());
+    }
+
+    #[test]
+    fn wrong_root_is_an_error() {
+        let xml = DeleteTagsResponse::default().to_xml();
+        assert!(CreateTagsResponse::from_xml(&xml).is_err());
+    }
+}
