@@ -266,6 +266,7 @@ fn looks_numeric_or_date(lower: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

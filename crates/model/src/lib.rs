@@ -9,6 +9,54 @@
 //! This crate does no network I/O and holds no secret values: secrets stay
 //! [`SecretRef`]s until `render` resolves them. Planning, state and talking
 //! to EC2 live in other crates.
+//!
+//! # The file format
+//!
+//! ```yaml
+//! project: shop                      # required; [a-z0-9-]{1,40}
+//! provider:
+//!   aws:
+//!     region: us-east-1              # required
+//!     endpoint: http://127.0.0.1:5000   # optional http(s) URL
+//!     profile: dev                   # optional
+//! variables:                         # name -> string, integer or boolean
+//!   ami: ami-0123456789abcdef0
+//!   web_count: 3
+//! secrets:                           # name -> env:NAME | file:PATH (relative to the spec)
+//!   db_password: env:DB_PASSWORD
+//! groups:                            # name ([a-z0-9-]{1,40}) -> group
+//!   web:
+//!     image: ${var.ami}              # ami- and 8 or 17 hex digits
+//!     instance_types: [t3.micro, t3a.micro]   # or instance_type: t3.micro
+//!     capacity:                      # min <= desired <= max <= 10,000
+//!       min: 2
+//!       desired: ${var.web_count}    # exactly ${var.X}: takes the variable's type
+//!       max: 6
+//!     zones:                         # zone -> subnets, or a list of zones
+//!       us-east-1a: [subnet-aaa]
+//!     security_groups: [sg-123]
+//!     key_pair: ops
+//!     iam_instance_profile: web-role
+//!     root_volume: { size_gib: 20, type: gp3 }
+//!     metadata: { tokens: required, hop_limit: 2 }
+//!     tags: { team: storefront }     # no aws: / endstate: keys; at most 40
+//!     user_data:                     # exactly one of script, file, cloud_config
+//!       script: |
+//!         echo ${secret.db_password} > /etc/db
+//!     disruption_budget: { min_healthy: 90%, max_surge: 2 }
+//! environments:                      # picked with -e; deep-merged over the above
+//!   prod:
+//!     variables: { web_count: 10 }
+//!     groups:
+//!       web:
+//!         capacity: { desired: '${var.web_count}', max: 20 }
+//! ```
+//!
+//! Inside `{ }` and `[ ]` YAML needs quotes around `${...}`; a quoted scalar
+//! that is exactly `${var.X}` still takes the variable's type. `$${` is a
+//! literal `${`, and `${...}` not of the form `${word.word}` (a shell's
+//! `${HOME}`) is left as it is. An explicit `null` in an overlay unsets an
+//! optional value.
 
 mod cloud_config;
 mod diagnostic;

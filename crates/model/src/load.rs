@@ -50,6 +50,8 @@ pub fn load_str(
     base_dir: &Path,
     environment: Option<&str>,
 ) -> Result<Spec, Diagnostics> {
+    // Editors do not count a byte order mark as a column, and YAML ignores it.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let mut loader = Loader {
         file: file_name.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
@@ -67,7 +69,10 @@ pub fn load_str(
         .error_on_duplicate_keys(true)
         .prevent_coercion(true);
     let spec = match marked_yaml::parse_yaml_with_options(0, source, options) {
-        Ok(root) => loader.spec(root, environment),
+        Ok(root) => {
+            loader.second_document();
+            loader.spec(root, environment)
+        }
         Err(e) => {
             loader.syntax_error(&e);
             None
@@ -259,27 +264,37 @@ pub const MAX_CAPACITY: u32 = 10_000;
 /// tags need some of them.
 pub const MAX_USER_TAGS: usize = 40;
 
-/// Keys of which an overlay that sets one replaces the others.
-const EXCLUSIVE: &[&[&str]] = &[
-    &["instance_type", "instance_types"],
-    &["script", "file", "cloud_config"],
-];
+/// Keys of a group, and of its user data, of which an overlay that sets one
+/// replaces the others (rather than leaving both set).
+const GROUP_EXCLUSIVE: &[&str] = &["instance_type", "instance_types"];
+const USER_DATA_EXCLUSIVE: &[&str] = &["script", "file", "cloud_config"];
 
 /// Merges `overlay` into `base`: mappings key by key, anything else
-/// replaced. Nodes keep the spans of the file where they were written.
-fn merge(base: &mut Node, overlay: &Node) {
+/// replaced. Nodes keep the spans of the file where they were written, so
+/// errors point at the base or the overlay, wherever the value came from.
+/// `path` is the keys from the root down to `base`.
+fn merge(base: &mut Node, overlay: &Node, path: &mut Vec<String>) {
     match (base, overlay) {
         (Node::Mapping(base), Node::Mapping(overlay)) => {
+            let exclusive: &[&str] = match path.as_slice() {
+                [groups, _] if groups == "groups" => GROUP_EXCLUSIVE,
+                [groups, _, user_data] if groups == "groups" && user_data == "user_data" => {
+                    USER_DATA_EXCLUSIVE
+                }
+                _ => &[],
+            };
             for (key, value) in overlay.iter() {
-                for group in EXCLUSIVE {
-                    if group.contains(&key.as_str()) {
-                        for other in group.iter().filter(|o| **o != key.as_str()) {
-                            base.remove(*other);
-                        }
+                if exclusive.contains(&key.as_str()) {
+                    for other in exclusive.iter().filter(|o| **o != key.as_str()) {
+                        base.remove(*other);
                     }
                 }
                 match base.get_mut(key.as_str()) {
-                    Some(existing) => merge(existing, value),
+                    Some(existing) => {
+                        path.push(key.as_str().to_string());
+                        merge(existing, value, path);
+                        path.pop();
+                    }
                     None => {
                         base.insert(key.clone(), value.clone());
                     }
@@ -288,6 +303,31 @@ fn merge(base: &mut Node, overlay: &Node) {
         }
         (base, overlay) => *base = overlay.clone(),
     }
+}
+
+/// The allowed name closest to a misspelt one, if any is close.
+fn did_you_mean<'a>(wrong: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|candidate| (edit_distance(wrong, candidate), *candidate))
+        .filter(|(distance, candidate)| *distance <= 2.min(candidate.len() / 2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 struct Loader<'s> {
@@ -375,6 +415,33 @@ impl Loader<'_> {
         );
     }
 
+    /// The parser reads the first YAML document only; a second one would be
+    /// silently ignored, so it is an error. A `---` at column 1 after any
+    /// content starts one (block scalars in a spec are always indented).
+    fn second_document(&mut self) {
+        let mut seen_content = false;
+        for (i, line) in self.lines.iter().enumerate() {
+            let starts_document =
+                line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+            if starts_document && seen_content {
+                self.error_expected(
+                    Pos {
+                        line: i + 1,
+                        col: 1,
+                    },
+                    "a second YAML document",
+                    Some("one document per spec file"),
+                );
+                return;
+            }
+            let trimmed = line.trim_start();
+            seen_content |= !(trimmed.is_empty()
+                || trimmed.starts_with('#')
+                || trimmed.starts_with('%')
+                || starts_document);
+        }
+    }
+
     /// Checks that `node` is a mapping with only `allowed` keys.
     fn fields<'n>(
         &mut self,
@@ -399,7 +466,13 @@ impl Loader<'_> {
                 };
                 self.error_expected(
                     scalar_pos(key),
-                    format!("unknown field `{}`{place}", key.as_str()),
+                    match did_you_mean(key.as_str(), allowed) {
+                        Some(near) => format!(
+                            "unknown field `{}`{place} (did you mean `{near}`?)",
+                            key.as_str()
+                        ),
+                        None => format!("unknown field `{}`{place}", key.as_str()),
+                    },
                     Some(format!("one of {}", allowed.join(", "))),
                 );
             }
@@ -694,18 +767,7 @@ impl Loader<'_> {
         let top = self.fields(&root, START, "", TOP_FIELDS)?;
         let overlay = self.environment(&top, environment);
         if let Some(overlay) = overlay {
-            if let Node::Mapping(root_map) = &mut root {
-                if let Node::Mapping(overlay) = &overlay {
-                    for (key, value) in overlay.iter() {
-                        match root_map.get_mut(key.as_str()) {
-                            Some(existing) => merge(existing, value),
-                            None => {
-                                root_map.insert(key.clone(), value.clone());
-                            }
-                        }
-                    }
-                }
-            }
+            merge(&mut root, &overlay, &mut Vec::new());
         }
         let Node::Mapping(map) = &root else {
             return None;
@@ -853,30 +915,28 @@ impl Loader<'_> {
             }
         };
         self.region.clone_from(&region);
-        let endpoint = aws.get("endpoint").and_then(|(k, n)| {
-            let (at, url) = self.string(n, k, "provider.aws.endpoint")?;
-            if is_http_url(&url) {
-                Some(url)
-            } else {
-                self.error_expected(
-                    at,
-                    format!("invalid endpoint `{url}`"),
-                    Some("an http:// or https:// URL"),
-                );
-                None
-            }
-        });
-        let profile = aws
-            .get("profile")
-            .and_then(|(k, n)| self.string(n, k, "provider.aws.profile"))
-            .map(|(_, p)| p);
-        let endpoint_ok = aws.get("endpoint").is_none() || endpoint.is_some();
-        let profile_ok = aws.get("profile").is_none() || profile.is_some();
-        (endpoint_ok && profile_ok).then_some(())?;
+        let endpoint = match aws.get("endpoint") {
+            Some((k, n)) => self
+                .string(n, k, "provider.aws.endpoint")
+                .and_then(|(at, url)| {
+                    if is_http_url(&url) {
+                        Some(Some(url))
+                    } else {
+                        self.error_expected(
+                            at,
+                            format!("invalid endpoint `{url}`"),
+                            Some("an http:// or https:// URL"),
+                        );
+                        None
+                    }
+                }),
+            None => Some(None),
+        };
+        let profile = optional_string(self, &aws, "profile", "provider.aws.profile");
         Some(Provider::Aws {
             region: region?,
-            endpoint,
-            profile,
+            endpoint: endpoint?,
+            profile: profile?,
         })
     }
 
@@ -1103,8 +1163,9 @@ impl Loader<'_> {
             None => Some(Vec::new()),
         };
 
-        let key_name = optional_string(self, &f, "key_pair");
-        let iam_instance_profile = optional_string(self, &f, "iam_instance_profile");
+        let key_name = optional_string(self, &f, "key_pair", "key_pair");
+        let iam_instance_profile =
+            optional_string(self, &f, "iam_instance_profile", "iam_instance_profile");
 
         let root_volume = match f.get("root_volume") {
             Some((k, n)) => self.root_volume(n, k).map(Some),
@@ -1660,9 +1721,15 @@ impl Loader<'_> {
     }
 }
 
-fn optional_string(loader: &mut Loader<'_>, f: &Fields<'_>, field: &str) -> Option<Option<String>> {
+/// An optional string field: `Some(None)` when absent, `None` after an error.
+fn optional_string(
+    loader: &mut Loader<'_>,
+    f: &Fields<'_>,
+    field: &str,
+    path: &str,
+) -> Option<Option<String>> {
     match f.get(field) {
-        Some((k, n)) => loader.string(n, k, field).map(|(_, s)| Some(s)),
+        Some((k, n)) => loader.string(n, k, path).map(|(_, s)| Some(s)),
         None => Some(None),
     }
 }
@@ -1753,8 +1820,21 @@ fn is_ami_id(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggestions_for_misspelt_fields() {
+        assert_eq!(did_you_mean("imge", GROUP_FIELDS), Some("image"));
+        assert_eq!(
+            did_you_mean("instance_typs", GROUP_FIELDS),
+            Some("instance_types")
+        );
+        assert_eq!(did_you_mean("regoin", AWS_FIELDS), Some("region"));
+        assert_eq!(did_you_mean("colour", GROUP_FIELDS), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn ami_ids() {

@@ -1,9 +1,10 @@
-//! The JSON Schema (draft 2020-12) of the spec file, for editors
-//! (yaml-language-server: `# yaml-language-server: $schema=...`). It
-//! describes the file as written, before overlay and interpolation; the
-//! loader's checks (ranges across fields, secrets resolvable, sizes) are
-//! stricter than any schema can say. Written by hand rather than derived,
-//! because the file format is not the shape of the resolved types.
+//! The JSON Schema of the spec file, for editors: draft-07, the draft that
+//! yaml-language-server and most editors support (`# yaml-language-server:
+//! $schema=...`). It describes the file as written, before overlay and
+//! interpolation; the loader's checks (ranges across fields, secrets
+//! resolvable, sizes) are stricter than any schema can say. Written by hand
+//! rather than derived, because the file format is not the shape of the
+//! resolved types.
 
 use serde_json::{json, Value};
 
@@ -162,26 +163,26 @@ pub fn json_schema() -> Value {
     });
 
     json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": "https://endstate.dev/schema/spec.json",
         "title": "endstate spec",
         "type": "object",
         "additionalProperties": false,
         "required": ["project", "provider", "groups"],
-        "$defs": { "group": group, "name": name },
+        "definitions": { "group": group, "name": name },
         "properties": {
-            "project": { "$ref": "#/$defs/name" },
+            "project": { "$ref": "#/definitions/name" },
             "provider": provider,
             "variables": variables,
             "secrets": secrets,
             "groups": {
                 "type": "object",
-                "propertyNames": { "$ref": "#/$defs/name" },
-                "additionalProperties": { "$ref": "#/$defs/group" }
+                "propertyNames": { "$ref": "#/definitions/name" },
+                "additionalProperties": { "$ref": "#/definitions/group" }
             },
             "environments": {
                 "type": "object",
-                "propertyNames": { "$ref": "#/$defs/name" },
+                "propertyNames": { "$ref": "#/definitions/name" },
                 "additionalProperties": {
                     "description": "Deep-merged over the base: mappings key by key, other values replaced.",
                     "type": ["object", "null"],

@@ -133,8 +133,21 @@ fn template_text(parts: &[UserDataPart]) -> String {
         match part {
             UserDataPart::Text(t) => text.push_str(t),
             UserDataPart::Secret(r) => {
+                // A file secret is stored by absolute path; the template (and
+                // so the launch hash) names only the file, so that the same
+                // spec run from another checkout does not look changed.
+                let shown = match r {
+                    SecretRef::Env(_) => r.to_string(),
+                    SecretRef::File(path) => {
+                        let name = std::path::Path::new(path)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| path.clone());
+                        format!("file:{name}")
+                    }
+                };
                 text.push_str("${secret:");
-                text.push_str(&r.to_string());
+                text.push_str(&shown);
                 text.push('}');
             }
         }
@@ -188,6 +201,7 @@ pub(crate) fn thousands(n: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

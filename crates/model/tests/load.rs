@@ -1,6 +1,8 @@
 //! Loader tests: valid specs, overlays, interpolation, and a table of
 //! malformed specs with the exact diagnostics they produce.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
 use std::path::Path;
 
 use endstate_model::{load, load_str, Diagnostics, Spec, UserDataPart};
@@ -183,6 +185,40 @@ fn overlay_replaces_exclusive_keys() {
 }
 
 #[test]
+fn overlay_replaces_user_data_kind_but_not_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boot.sh"), "echo from file\n").unwrap();
+    let source = "\
+project: p
+provider: { aws: { region: us-east-1 } }
+variables: { script: a, cloud_config: b }
+groups:
+  g:
+    image: ami-12345678
+    instance_type: t3.micro
+    capacity: { min: 1, desired: 1, max: 1 }
+    zones: [us-east-1a]
+    user_data: { script: echo inline }
+environments:
+  prod:
+    variables: { file: c }
+    groups:
+      g:
+        user_data: { file: boot.sh }
+";
+    let spec = load_in(source, dir.path(), Some("prod")).unwrap();
+    let ud = spec.groups[0].user_data.as_ref().unwrap();
+    assert_eq!(ud.template(), "echo from file\n");
+    // Variables named like user data keys are merged, not made exclusive.
+    let with_vars = source.replace(
+        "boot.sh }",
+        "boot.sh }\n        tags: { a: '${var.script}${var.file}' }",
+    );
+    let spec = load_in(&with_vars, dir.path(), Some("prod")).unwrap();
+    assert_eq!(spec.groups[0].tags["a"], "ac");
+}
+
+#[test]
 fn interpolation_is_typed() {
     let spec = ok("\
 project: p
@@ -250,10 +286,9 @@ groups:
             UserDataPart::Text(" > /etc/token\n".into()),
         ]
     );
-    assert_eq!(
-        ud.template(),
-        format!("echo ${{secret:file:{path}}} > /etc/token\n")
-    );
+    // The template names the file, not its absolute path: the same spec in
+    // another checkout must hash the same.
+    assert_eq!(ud.template(), "echo ${secret:file:token} > /etc/token\n");
     let debug = format!("{spec:?}{}", serde_json::to_string(&spec).unwrap());
     assert!(!debug.contains("s3cr3t"));
     assert_eq!(ud.render().unwrap(), b"echo s3cr3t > /etc/token\n");

@@ -1,6 +1,8 @@
 //! A table of malformed specs, each with the exact diagnostics it must
 //! produce (file:line:column, message, expected).
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
 use std::path::Path;
 
 use endstate_model::load_str;
@@ -70,7 +72,7 @@ groups:
     colour: blue
 ",
             None,
-            r#"spec.yaml:5:1: error: unknown field `projekt`
+            r#"spec.yaml:5:1: error: unknown field `projekt` (did you mean `project`?)
   expected: one of project, provider, variables, secrets, groups, environments
 spec.yaml:12:5: error: unknown field `colour` in group `web`
   expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget"#,
@@ -388,9 +390,20 @@ groups:
 spec.yaml:3:3: error: missing required field `provider.aws.region`
 spec.yaml:4:15: error: invalid endpoint `ftp://x`
   expected: an http:// or https:// URL
-spec.yaml:5:5: error: unknown field `regoin` in provider.aws
+spec.yaml:5:5: error: unknown field `regoin` in provider.aws (did you mean `region`?)
   expected: one of region, endpoint, profile
 spec.yaml:6:17: error: variables.n: expected a string, integer or boolean, found a list"#,
+        ),
+        (
+            "second document",
+            "\
+groups: {}
+---
+groups: {}
+",
+            None,
+            "spec.yaml:6:1: error: a second YAML document
+  expected: one document per spec file",
         ),
         (
             "reference inside a flow mapping unquoted",
@@ -409,5 +422,71 @@ groups:
     for (name, body, env, expected) in cases {
         check(name, body, *env, expected, &mut failures);
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn tag_limits() {
+    let mut body = String::from(
+        "\
+groups:
+  web:
+    image: ami-12345678
+    instance_type: t3.micro
+    capacity: { min: 1, desired: 1, max: 1 }
+    zones: [us-east-1a]
+    tags:
+",
+    );
+    body.push_str(&format!("      {}: x\n", "k".repeat(129)));
+    body.push_str(&format!("      long: {}\n", "v".repeat(257)));
+    for i in 0..39 {
+        body.push_str(&format!("      t{i}: x\n"));
+    }
+    let mut failures = Vec::new();
+    check(
+        "tag limits",
+        &body,
+        None,
+        "spec.yaml:11:5: error: tags: 41 tags, over the limit of 40 user tags per group
+spec.yaml:12:7: error: tag key is 129 characters, over EC2's limit of 128
+spec.yaml:13:13: error: tag value is 257 characters, over EC2's limit of 256",
+        &mut failures,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unreadable_spec_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.yaml");
+    let got = endstate_model::load(&path, None).unwrap_err().to_string();
+    assert_eq!(
+        got,
+        format!(
+            "{}:1:1: error: cannot read the spec: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn unknown_overlay_field_is_reported_for_every_environment() {
+    let body = "\
+groups: {}
+environments:
+  prod:
+    capacity: { max: 3 }
+  dev:
+";
+    let mut failures = Vec::new();
+    check(
+        "overlay field",
+        body,
+        Some("dev"),
+        "spec.yaml:8:5: error: unknown field `capacity` in environments.prod
+  expected: one of provider, variables, secrets, groups",
+        &mut failures,
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

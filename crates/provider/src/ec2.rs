@@ -25,6 +25,7 @@ use endstate_wire::{
     Response, RunInstancesRequest, RunInstancesResponse, Tag, TagSpecification,
     TerminateInstancesRequest, TerminateInstancesResponse, UserData,
 };
+use tracing::Instrument as _;
 
 use crate::{
     Filter, Image, Instance, InstanceState, LaunchRequest, Operation, Provider, ProviderError,
@@ -177,11 +178,15 @@ impl Ec2Client {
         provider: SharedCredentialsProvider,
     ) -> Result<Self, ProviderError> {
         let endpoint = config.endpoint_url();
-        let url = reqwest::Url::parse(&endpoint).map_err(|e| {
-            ProviderError::Credentials(format!("invalid endpoint {endpoint:?}: {e}"))
-        })?;
+        let url = reqwest::Url::parse(&endpoint)
+            .map_err(|e| ProviderError::Config(format!("invalid endpoint {endpoint:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ProviderError::Config(format!(
+                "invalid endpoint {endpoint:?}: not http or https"
+            )));
+        }
         let Some(host) = url.host_str() else {
-            return Err(ProviderError::Credentials(format!(
+            return Err(ProviderError::Config(format!(
                 "invalid endpoint {endpoint:?}: no host"
             )));
         };
@@ -198,7 +203,7 @@ impl Ec2Client {
         }
         let http = builder
             .build()
-            .map_err(|e| ProviderError::Credentials(format!("HTTP client: {}", error_chain(&e))))?;
+            .map_err(|e| ProviderError::Config(format!("HTTP client: {}", error_chain(&e))))?;
         Ok(Self {
             http,
             endpoint: url.to_string(),
@@ -231,8 +236,18 @@ impl Ec2Client {
         lock(&self.counts).clone()
     }
 
-    /// Sends one request and parses its answer.
+    /// Sends one request and parses its answer, in a `tracing` span that
+    /// names the action (never the body: it carries user data).
     async fn call<Req: Request, Resp: Response>(
+        &self,
+        operation: Operation,
+        request: &Req,
+    ) -> Result<Resp, ProviderError> {
+        let span = tracing::debug_span!("ec2", action = operation.action());
+        self.call_in_span(operation, request).instrument(span).await
+    }
+
+    async fn call_in_span<Req: Request, Resp: Response>(
         &self,
         operation: Operation,
         request: &Req,
@@ -248,8 +263,6 @@ impl Ec2Client {
         )?;
         *lock(&self.counts).entry(operation).or_insert(0) += 1;
 
-        let span = tracing::debug_span!("ec2", action = operation.action());
-        let _entered = span.enter();
         let mut http_request = self
             .http
             .post(&self.endpoint)
@@ -615,6 +628,7 @@ impl Provider for Ec2Client {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -778,6 +792,69 @@ mod tests {
         assert!(is_loopback("[::1]"));
         assert!(is_loopback("localhost"));
         assert!(!is_loopback("ec2.us-east-1.amazonaws.com"));
+    }
+
+    /// Hands out credentials expiring `lifetime` from now, counting calls.
+    #[derive(Debug)]
+    struct CountingProvider {
+        calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+        lifetime: Duration,
+    }
+
+    impl ProvideCredentials for CountingProvider {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let expiry = SystemTime::now() + self.lifetime;
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                "AKID",
+                "secret",
+                None,
+                Some(expiry),
+                "counting",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_cached_until_near_expiry() {
+        for (lifetime, expected_calls) in
+            [(Duration::from_secs(3600), 1), (Duration::from_secs(60), 3)]
+        {
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let provider = CountingProvider {
+                calls: calls.clone(),
+                lifetime,
+            };
+            let cache = CredentialCache::new(SharedCredentialsProvider::new(provider));
+            for _ in 0..3 {
+                cache.get().await.unwrap();
+            }
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                expected_calls
+            );
+        }
+    }
+
+    #[test]
+    fn bad_endpoints_are_configuration_errors() {
+        for endpoint in ["not a url", "ftp://127.0.0.1/", "unix:/tmp/sock"] {
+            let config = Ec2Config::new("us-east-1").with_endpoint(endpoint);
+            let err = Ec2Client::with_static_credentials(config, "a", "b", None).unwrap_err();
+            assert!(
+                matches!(err, ProviderError::Config(_)),
+                "{endpoint}: {err:?}"
+            );
+        }
+        let client =
+            Ec2Client::with_static_credentials(Ec2Config::new("eu-west-3"), "a", "b", None)
+                .unwrap();
+        assert_eq!(client.endpoint(), "https://ec2.eu-west-3.amazonaws.com/");
     }
 
     #[test]

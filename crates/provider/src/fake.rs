@@ -734,6 +734,7 @@ impl Provider for FakeProvider {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

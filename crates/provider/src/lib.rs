@@ -160,6 +160,10 @@ pub enum ProviderError {
     /// No credentials could be found or signing failed.
     #[error("credentials: {0}")]
     Credentials(String),
+    /// The client cannot be built as configured (an endpoint that is not a
+    /// URL, say). No call was made.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl ProviderError {
@@ -192,7 +196,9 @@ impl ProviderError {
         match self {
             ProviderError::Api { status, .. } => self.is_throttle() || *status >= 500,
             ProviderError::Transport { .. } => true,
-            ProviderError::Decode { .. } | ProviderError::Credentials(_) => false,
+            ProviderError::Decode { .. }
+            | ProviderError::Credentials(_)
+            | ProviderError::Config(_) => false,
         }
     }
 

@@ -8,6 +8,9 @@
 //! temporary shared-credentials file is cleared, so nothing but 127.0.0.1 is
 //! ever contacted.
 
+// Tests fail by panicking; unwrap is how they say so.
+#![allow(clippy::unwrap_used)]
+
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
 use endstate_provider::Provider;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,6 +5,9 @@
 //! (against botocore's values) and in `ec2_credential_chain.rs` (the
 //! headers a real request carries).
 
+// Tests fail by panicking; unwrap is how they say so.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 

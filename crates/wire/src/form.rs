@@ -218,6 +218,7 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Params {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

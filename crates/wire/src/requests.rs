@@ -626,6 +626,7 @@ impl Request for DescribeAvailabilityZonesRequest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

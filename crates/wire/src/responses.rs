@@ -549,6 +549,7 @@ impl Response for DescribeAvailabilityZonesResponse {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -188,6 +188,7 @@ pub fn items<'a, 'i: 'a>(node: Node<'a, 'i>, set: &str) -> impl Iterator<Item = 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -3,6 +3,9 @@
 //! and a request body as the aws CLI (botocore) encodes it
 //! (`fixtures/aws_cli/`).
 
+// Tests fail by panicking; unwrap is how they say so.
+#![allow(clippy::unwrap_used)]
+
 use endstate_wire::*;
 
 fn fixture(path: &str) -> String {

@@ -13,6 +13,10 @@ use endstate_testkit::moto::MotoServer;
 use endstate_testkit::proxy::{FaultProxy, RecordedRequest};
 use serde_json::Value;
 
+/// A secret value the tests hand endstate through the environment; it must
+/// never show up in endstate's output or state.
+pub const SECRET_VALUE: &str = "s3cret-0f-the-tests";
+
 pub struct World {
     pub moto: MotoServer,
     pub proxy: FaultProxy,
@@ -90,6 +94,7 @@ impl World {
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("NO_COLOR", "1")
+            .env("ENDSTATE_TEST_SECRET", SECRET_VALUE)
             .stdin(std::process::Stdio::null());
         command
     }
@@ -151,6 +156,15 @@ impl World {
 /// Counts the project's live instances with the aws CLI, against moto
 /// directly: a second, independent client.
 pub fn aws_cli_count(moto_url: &str, project: &str) -> usize {
+    aws_cli_live(moto_url, Some(project))
+}
+
+/// Counts every live instance in moto, tagged or not.
+pub fn aws_cli_count_all(moto_url: &str) -> usize {
+    aws_cli_live(moto_url, None)
+}
+
+fn aws_cli_live(moto_url: &str, project: Option<&str>) -> usize {
     let aws = std::env::var("ENDSTATE_AWS_CLI").unwrap_or_else(|_| {
         endstate_testkit::moto::workspace_root()
             .expect("workspace root")
@@ -162,6 +176,10 @@ pub fn aws_cli_count(moto_url: &str, project: &str) -> usize {
         Path::new(&aws).exists(),
         "the aws CLI is not at {aws}: run scripts/test (it installs it)"
     );
+    let mut filters = vec!["Name=instance-state-name,Values=pending,running".to_string()];
+    if let Some(project) = project {
+        filters.push(format!("Name=tag:endstate:project,Values={project}"));
+    }
     let output = std::process::Command::new(&aws)
         .args([
             "--endpoint-url",
@@ -172,12 +190,11 @@ pub fn aws_cli_count(moto_url: &str, project: &str) -> usize {
             "json",
             "ec2",
             "describe-instances",
-            "--filters",
-            &format!("Name=tag:endstate:project,Values={project}"),
-            "Name=instance-state-name,Values=pending,running",
             "--query",
             "Reservations[].Instances[].InstanceId",
+            "--filters",
         ])
+        .args(&filters)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
