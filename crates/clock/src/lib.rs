@@ -2,13 +2,15 @@
 //! schedule — token buckets, retries with backoff, lease expiry, waits for
 //! instances to run.
 //!
-//! Three clocks share one trait:
+//! Four clocks share one trait:
 //! - [`SystemClock`], wall time, for production;
 //! - [`ScaledClock`], wall time sped up by a factor, so that a benchmark can
 //!   converge thousands of instances under EC2's rate limits in minutes and
 //!   still report its figures in EC2 seconds (the built-in cloud will share
 //!   the same factor);
-//! - [`ManualClock`], which moves only when a test advances it.
+//! - [`ManualClock`], which moves only when a test advances it;
+//! - [`TokioClock`], which follows tokio's timer, so tests on a paused
+//!   runtime drive it with their sleeps.
 //!
 //! This crate is not a scheduler: it answers "what time is it" and "wake me
 //! after this long", nothing more.
@@ -103,6 +105,48 @@ impl Clock for ScaledClock {
 
     fn sleep(&self, duration: Duration) -> Sleep<'_> {
         Box::pin(tokio::time::sleep(duration.div_f64(self.factor)))
+    }
+}
+
+/// Wall time as tokio's timer sees it: it starts at the wall time of its
+/// creation and then advances with `tokio::time::Instant`, so under a paused
+/// tokio runtime (`#[tokio::test(start_paused = true)]`) it moves exactly as
+/// far as the test's sleeps and `advance` calls take it.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    origin_wall: Duration,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock standing at the current wall time. Must be called inside a
+    /// tokio runtime.
+    pub fn new() -> Self {
+        Self {
+            origin_wall: wall_now(),
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A shared one.
+    pub fn shared() -> SharedClock {
+        Arc::new(Self::new())
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Duration {
+        self.origin_wall + self.origin.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep<'_> {
+        Box::pin(tokio::time::sleep(duration))
     }
 }
 

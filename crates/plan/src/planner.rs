@@ -488,6 +488,9 @@ fn plan_group(
     GroupOutcome { summary, notes }
 }
 
+/// Tags to set and tag keys to remove: one retag call's worth.
+type TagChange = (BTreeMap<String, String>, Vec<String>);
+
 fn plan_retags(
     spec: &Spec,
     group: &Group,
@@ -497,8 +500,7 @@ fn plan_retags(
 ) {
     let desired = desired_tags(spec, group);
     // Instances needing the same change are retagged in one call.
-    let mut changes: BTreeMap<(BTreeMap<String, String>, Vec<String>), Vec<String>> =
-        BTreeMap::new();
+    let mut changes: BTreeMap<TagChange, Vec<String>> = BTreeMap::new();
     for instance in current {
         let set: BTreeMap<String, String> = desired
             .iter()

@@ -194,7 +194,12 @@ impl ProviderError {
     /// Worth retrying after a backoff: throttles, 5xx, transport failures.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ProviderError::Api { status, .. } => self.is_throttle() || *status >= 500,
+            // EC2 sends InsufficientInstanceCapacity as a server error, but
+            // asking again for the same type in the same zone will not help:
+            // the caller falls back to another type or zone instead.
+            ProviderError::Api { status, .. } => {
+                self.is_throttle() || (*status >= 500 && !self.is_capacity())
+            }
             ProviderError::Transport { .. } => true,
             ProviderError::Decode { .. }
             | ProviderError::Credentials(_)
@@ -209,7 +214,10 @@ impl ProviderError {
                 outcome_unknown, ..
             } => *outcome_unknown,
             // A 5xx may come after the server acted.
-            ProviderError::Api { status, .. } => *status >= 500 && !self.is_throttle(),
+            // Throttled and capacity-refused calls were not carried out.
+            ProviderError::Api { status, .. } => {
+                *status >= 500 && !self.is_throttle() && !self.is_capacity()
+            }
             _ => false,
         }
     }
