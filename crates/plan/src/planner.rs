@@ -160,7 +160,12 @@ fn terminate(instance: &Instance, reason: TerminateReason) -> Terminate {
 }
 
 /// Why an instance cannot stay, or `None` when it is as desired.
-fn outdated_reason(group: &Group, instance: &Instance) -> Option<TerminateReason> {
+/// `launch_hash` is the group's, computed once by the caller.
+fn outdated_reason(
+    group: &Group,
+    launch_hash: &str,
+    instance: &Instance,
+) -> Option<TerminateReason> {
     if !instance.state.is_live() {
         return Some(TerminateReason::NotRunning {
             state: instance.state.to_string(),
@@ -183,7 +188,7 @@ fn outdated_reason(group: &Group, instance: &Instance) -> Option<TerminateReason
             has: instance.zone.clone(),
         });
     }
-    if instance.tag(tags::LAUNCH_HASH) != Some(group.launch_hash().as_str()) {
+    if instance.tag(tags::LAUNCH_HASH) != Some(launch_hash) {
         return Some(TerminateReason::LaunchChanged);
     }
     None
@@ -295,33 +300,47 @@ impl<'a> ZoneCounts<'a> {
 }
 
 /// Picks `n` instances to remove from `pool`, each from the zone that has
-/// the most, newest first (ties by id, for determinism).
+/// the most left; within a zone, pending before running, newest first, then
+/// the smallest id (for determinism). O(pool log pool + n × zones).
 fn pick_balanced<'a>(pool: &mut Vec<&'a Instance>, n: u32) -> Vec<&'a Instance> {
+    if n == 0 || pool.is_empty() {
+        return Vec::new();
+    }
+    type Key<'k> = (bool, &'k str, std::cmp::Reverse<&'k str>);
+    let key = |i: &'a Instance| -> Key<'a> {
+        (
+            i.state == InstanceState::Pending,
+            i.launch_time.as_str(),
+            std::cmp::Reverse(i.id.as_str()),
+        )
+    };
+    // Per zone, in ascending removal priority: the next to go is last.
+    let mut by_zone: BTreeMap<&str, Vec<&'a Instance>> = BTreeMap::new();
+    for instance in pool.iter() {
+        by_zone
+            .entry(instance.zone.as_str())
+            .or_default()
+            .push(instance);
+    }
+    for list in by_zone.values_mut() {
+        list.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
     let mut picked = Vec::new();
     for _ in 0..n {
-        let mut per_zone: BTreeMap<&str, u32> = BTreeMap::new();
-        for instance in pool.iter() {
-            *per_zone.entry(instance.zone.as_str()).or_default() += 1;
-        }
-        let Some(index) = pool
+        let Some(zone) = by_zone
             .iter()
-            .enumerate()
-            .max_by(|(_, a), (_, b)| {
-                let key = |i: &Instance| {
-                    (
-                        per_zone[i.zone.as_str()],
-                        i.state == InstanceState::Pending,
-                        i.launch_time.clone(),
-                    )
-                };
-                key(a).cmp(&key(b)).then_with(|| b.id.cmp(&a.id))
-            })
-            .map(|(index, _)| index)
+            .filter_map(|(zone, list)| list.last().map(|top| (list.len(), key(top), *zone)))
+            .max()
+            .map(|(_, _, zone)| zone)
         else {
             break;
         };
-        picked.push(pool.remove(index));
+        if let Some(instance) = by_zone.get_mut(zone).and_then(Vec::pop) {
+            picked.push(instance);
+        }
     }
+    let gone: BTreeSet<&str> = picked.iter().map(|i| i.id.as_str()).collect();
+    pool.retain(|i| !gone.contains(i.id.as_str()));
     picked
 }
 
@@ -341,11 +360,12 @@ fn plan_group(
     };
     let mut notes = Vec::new();
 
+    let launch_hash = group.launch_hash();
     let mut current: Vec<&Instance> = Vec::new();
     let mut outdated: Vec<(&Instance, TerminateReason)> = Vec::new();
     for instance in instances {
         count_state(&mut summary, instance.state);
-        match outdated_reason(group, instance) {
+        match outdated_reason(group, &launch_hash, instance) {
             None => current.push(instance),
             Some(reason) => outdated.push((instance, reason)),
         }
