@@ -544,9 +544,9 @@ async fn status(args: &SpecArgs, state: &StateArgs, api: &ApiArgs, json: bool) -
                 .as_u64()
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "-".into()),
-            row["pending"],
-            row["running"],
-            row["other"]
+            row["pending"].to_string(),
+            row["running"].to_string(),
+            row["other"].to_string()
         );
     }
     let now = clock_now_secs();

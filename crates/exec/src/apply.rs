@@ -330,6 +330,13 @@ impl Executor {
         let mut fallbacks = 0;
         let mut last_error = None;
         for (index, (zone, subnet_id, instance_type)) in candidates.iter().enumerate() {
+            // Ctrl-C: a launch not yet journaled is not in flight; skip it.
+            if self.cancelled() {
+                return Ok(LaunchOutcome {
+                    ids: Vec::new(),
+                    fallbacks,
+                });
+            }
             if index > 0 {
                 fallbacks += 1;
                 let (previous_zone, _, previous_type) = &candidates[index - 1];
