@@ -1244,20 +1244,17 @@ fn form_decode(text: &str) -> String {
 
 /// The `<Code>` of the first `<Error>` in an EC2 error document.
 fn ec2_error_code(body: &str) -> Option<String> {
-    let error = &body[body.find("<Error>")?..];
-    let start = error.find("<Code>")? + "<Code>".len();
-    let end = start + error[start..].find("</Code>")?;
-    Some(xml_unescape(error[start..end].trim()))
+    endstate_wire::ErrorResponse::from_xml(body)
+        .ok()?
+        .first()
+        .map(|error| error.code.clone())
 }
 
 /// An EC2 error response, as EC2 words it.
 fn ec2_error(status: StatusCode, code: &str, message: &str) -> Reply {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
-        xml_escape(code),
-        xml_escape(message),
-        uuid::Uuid::new_v4(),
-    );
+    let body =
+        endstate_wire::ErrorResponse::single(code, message, uuid::Uuid::new_v4().to_string())
+            .to_xml();
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,
@@ -1283,21 +1280,7 @@ fn plain(status: StatusCode, text: &str) -> Reply {
     }
 }
 
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
 
-fn xml_unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
 
 /// An error and its sources on one line: reqwest's own message alone rarely
 /// says what went wrong.
