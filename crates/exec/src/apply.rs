@@ -673,10 +673,9 @@ impl Executor {
                 Phase::Retag(retags) => self.retag_phase(session, retags, &mut report).await?,
             }
         }
-        if self.cancelled() {
-            report.interrupted = true;
-            self.reporter.event(&Event::Interrupted);
-        }
+        // Whoever cancelled has said so (the binary, on Ctrl-C); the report
+        // carries it from here.
+        report.interrupted = self.cancelled();
         Ok(report)
     }
 }

@@ -1280,8 +1280,6 @@ fn plain(status: StatusCode, text: &str) -> Reply {
     }
 }
 
-
-
 /// An error and its sources on one line: reqwest's own message alone rarely
 /// says what went wrong.
 fn error_chain(error: &dyn std::error::Error) -> String {
