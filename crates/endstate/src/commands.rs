@@ -110,9 +110,10 @@ fn validate(args: &SpecArgs, json: bool) -> Result<ExitCode> {
             } else {
                 let desired: u32 = spec.groups.iter().map(|g| g.capacity.desired).sum();
                 println!(
-                    "{}: valid ({} groups, {desired} instances desired, environment {})",
+                    "{}: valid ({} group{}, {desired} instances desired, environment {})",
                     args.file.display(),
                     spec.groups.len(),
+                    if spec.groups.len() == 1 { "" } else { "s" },
                     spec.environment
                 );
             }

@@ -93,14 +93,24 @@ pub fn summary_line(plan: &Plan) -> String {
     if plan.is_empty() {
         let live: u32 = plan.groups.iter().map(|g| g.running + g.pending).sum();
         return format!(
-            "No changes: {} groups, {live} instances at their end state.",
-            plan.groups.len()
+            "No changes: {}, {} at their end state.",
+            count(plan.groups.len(), "group"),
+            count(live as usize, "instance")
         );
     }
     format!(
-        "Plan: {launch} to launch, {terminate} to terminate, {retag} to retag, in {} phases.",
-        plan.phases.len()
+        "Plan: {launch} to launch, {terminate} to terminate, {retag} to retag, in {}.",
+        count(plan.phases.len(), "phase")
     )
+}
+
+/// "1 group", "3 groups".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Progress for an apply: bars per group on a terminal, lines otherwise.
