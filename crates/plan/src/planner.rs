@@ -224,8 +224,16 @@ impl Waves {
         &mut self.waves[index]
     }
 
+    /// A termination after the wave's launches have run.
     fn terminate(&mut self, index: usize, action: Terminate) {
         self.wave(index).terminations.push(action);
+    }
+
+    /// A termination before the wave's launches: for instances that serve
+    /// nothing (not running) or that the group has too many of anyway, so
+    /// that the launches after them never push the group over its ceiling.
+    fn terminate_first(&mut self, index: usize, action: Terminate) {
+        self.wave(index).terminate_first.push(action);
     }
 
     fn into_phases(self) -> Vec<Phase> {
@@ -382,7 +390,7 @@ fn plan_group(
         if instance.state.is_live() {
             old.push((instance, reason));
         } else {
-            waves.terminate(0, terminate(instance, reason));
+            waves.terminate_first(0, terminate(instance, reason));
             summary.terminate += 1;
         }
     }
@@ -397,7 +405,7 @@ fn plan_group(
         let live = new_count + old.len() as u32;
         let mut pool = current.clone();
         for instance in pick_balanced(&mut pool, new_count - desired) {
-            waves.terminate(
+            waves.terminate_first(
                 0,
                 terminate(instance, TerminateReason::OverCapacity { live, desired }),
             );
@@ -422,7 +430,7 @@ fn plan_group(
                     TerminateReason::NotRunning { .. } => reason.clone(),
                     _ => TerminateReason::OverCapacity { live, desired },
                 };
-                waves.terminate(0, terminate(instance, reason));
+                waves.terminate_first(0, terminate(instance, reason));
                 summary.terminate += 1;
                 false
             } else {
@@ -465,10 +473,7 @@ fn plan_group(
             }
             for instance in pick_balanced(&mut old_pool, remove_first) {
                 let reason = reasons[instance.id.as_str()].clone();
-                waves
-                    .wave(wave)
-                    .terminate_first
-                    .push(terminate(instance, reason));
+                waves.terminate_first(wave, terminate(instance, reason));
                 summary.terminate += 1;
             }
         }
