@@ -21,12 +21,15 @@ pub use error::{ErrorDetail, ErrorResponse, WireError};
 pub use form::Params;
 pub use requests::{
     BlockDeviceMapping, CreateTagsRequest, DeleteTag, DeleteTagsRequest,
-    DescribeAvailabilityZonesRequest, DescribeImagesRequest, DescribeInstancesRequest,
-    EbsBlockDevice, Ec2Request, Filter, InstanceMetadataOptions, Request, RunInstancesRequest, Tag,
-    TagSpecification, TerminateInstancesRequest, UserData, API_VERSION,
+    DescribeAvailabilityZonesRequest, DescribeImagesRequest, DescribeInstanceStatusRequest,
+    DescribeInstancesRequest, EbsBlockDevice, Ec2Request, Filter, InstanceMetadataOptions,
+    RebootInstancesRequest, Request, RunInstancesRequest, StartInstancesRequest,
+    StopInstancesRequest, Tag, TagSpecification, TerminateInstancesRequest, UserData, API_VERSION,
 };
 pub use responses::{
     AvailabilityZone, CreateTagsResponse, DeleteTagsResponse, DescribeAvailabilityZonesResponse,
-    DescribeImagesResponse, DescribeInstancesResponse, Image, Instance, InstanceStateChange,
-    InstanceStateInfo, Reservation, Response, RunInstancesResponse, TerminateInstancesResponse,
+    DescribeImagesResponse, DescribeInstanceStatusResponse, DescribeInstancesResponse, Image,
+    Instance, InstanceStateChange, InstanceStateInfo, InstanceStatus, RebootInstancesResponse,
+    Reservation, Response, RunInstancesResponse, StartInstancesResponse, StopInstancesResponse,
+    TerminateInstancesResponse,
 };

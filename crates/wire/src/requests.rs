@@ -178,6 +178,36 @@ pub struct DescribeAvailabilityZonesRequest {
     pub all_availability_zones: Option<bool>,
 }
 
+/// StopInstances.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StopInstancesRequest {
+    pub instance_ids: Vec<String>,
+    pub force: Option<bool>,
+}
+
+/// StartInstances.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StartInstancesRequest {
+    pub instance_ids: Vec<String>,
+}
+
+/// RebootInstances.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RebootInstancesRequest {
+    pub instance_ids: Vec<String>,
+}
+
+/// DescribeInstanceStatus.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeInstanceStatusRequest {
+    pub instance_ids: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub max_results: Option<u32>,
+    pub next_token: Option<String>,
+    /// EC2 reports only running instances unless this is true.
+    pub include_all_instances: Option<bool>,
+}
+
 /// A request struct: its action name and its form parameters.
 pub trait Request: Sized {
     /// The `Action` parameter.
@@ -228,6 +258,10 @@ pub enum Ec2Request {
     DeleteTags(DeleteTagsRequest),
     DescribeImages(DescribeImagesRequest),
     DescribeAvailabilityZones(DescribeAvailabilityZonesRequest),
+    StopInstances(StopInstancesRequest),
+    StartInstances(StartInstancesRequest),
+    RebootInstances(RebootInstancesRequest),
+    DescribeInstanceStatus(DescribeInstanceStatusRequest),
 }
 
 impl Ec2Request {
@@ -255,6 +289,18 @@ impl Ec2Request {
             DescribeAvailabilityZonesRequest::ACTION => Ec2Request::DescribeAvailabilityZones(
                 DescribeAvailabilityZonesRequest::from_params(params)?,
             ),
+            StopInstancesRequest::ACTION => {
+                Ec2Request::StopInstances(StopInstancesRequest::from_params(params)?)
+            }
+            StartInstancesRequest::ACTION => {
+                Ec2Request::StartInstances(StartInstancesRequest::from_params(params)?)
+            }
+            RebootInstancesRequest::ACTION => {
+                Ec2Request::RebootInstances(RebootInstancesRequest::from_params(params)?)
+            }
+            DescribeInstanceStatusRequest::ACTION => Ec2Request::DescribeInstanceStatus(
+                DescribeInstanceStatusRequest::from_params(params)?,
+            ),
             other => return Err(WireError::InvalidAction(other.to_string())),
         })
     }
@@ -274,6 +320,10 @@ impl Ec2Request {
             Ec2Request::DeleteTags(_) => DeleteTagsRequest::ACTION,
             Ec2Request::DescribeImages(_) => DescribeImagesRequest::ACTION,
             Ec2Request::DescribeAvailabilityZones(_) => DescribeAvailabilityZonesRequest::ACTION,
+            Ec2Request::StopInstances(_) => StopInstancesRequest::ACTION,
+            Ec2Request::StartInstances(_) => StartInstancesRequest::ACTION,
+            Ec2Request::RebootInstances(_) => RebootInstancesRequest::ACTION,
+            Ec2Request::DescribeInstanceStatus(_) => DescribeInstanceStatusRequest::ACTION,
         }
     }
 
@@ -287,6 +337,10 @@ impl Ec2Request {
             Ec2Request::DeleteTags(r) => r.to_params(),
             Ec2Request::DescribeImages(r) => r.to_params(),
             Ec2Request::DescribeAvailabilityZones(r) => r.to_params(),
+            Ec2Request::StopInstances(r) => r.to_params(),
+            Ec2Request::StartInstances(r) => r.to_params(),
+            Ec2Request::RebootInstances(r) => r.to_params(),
+            Ec2Request::DescribeInstanceStatus(r) => r.to_params(),
         }
     }
 }
@@ -625,6 +679,85 @@ impl Request for DescribeAvailabilityZonesRequest {
     }
 }
 
+impl Request for StopInstancesRequest {
+    const ACTION: &'static str = "StopInstances";
+    const PARAMETERS: &'static [&'static str] = &["InstanceId", "Force"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert_list("InstanceId", &self.instance_ids);
+        p.insert_opt("Force", self.force.map(|f| f.to_string()));
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_ids: p.list("InstanceId")?,
+            force: p.get_bool("Force")?,
+        })
+    }
+}
+
+impl Request for StartInstancesRequest {
+    const ACTION: &'static str = "StartInstances";
+    const PARAMETERS: &'static [&'static str] = &["InstanceId"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert_list("InstanceId", &self.instance_ids);
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_ids: p.list("InstanceId")?,
+        })
+    }
+}
+
+impl Request for RebootInstancesRequest {
+    const ACTION: &'static str = "RebootInstances";
+    const PARAMETERS: &'static [&'static str] = &["InstanceId"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert_list("InstanceId", &self.instance_ids);
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_ids: p.list("InstanceId")?,
+        })
+    }
+}
+
+impl Request for DescribeInstanceStatusRequest {
+    const ACTION: &'static str = "DescribeInstanceStatus";
+    const PARAMETERS: &'static [&'static str] = &[
+        "InstanceId",
+        "Filter",
+        "MaxResults",
+        "NextToken",
+        "IncludeAllInstances",
+    ];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert_list("InstanceId", &self.instance_ids);
+        write_filters(p, &self.filters);
+        p.insert_opt("MaxResults", self.max_results.map(|m| m.to_string()));
+        p.insert_opt("NextToken", self.next_token.as_deref());
+        p.insert_opt(
+            "IncludeAllInstances",
+            self.include_all_instances.map(|a| a.to_string()),
+        );
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_ids: p.list("InstanceId")?,
+            filters: read_filters(p)?,
+            max_results: p.get_u32("MaxResults")?,
+            next_token: owned(p.get("NextToken")),
+            include_all_instances: p.get_bool("IncludeAllInstances")?,
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -800,6 +933,61 @@ mod tests {
             filters: vec![],
             all_availability_zones: Some(false),
         });
+    }
+
+    #[test]
+    fn lifecycle_and_status_requests_roundtrip_and_dispatch() {
+        let p = roundtrip(StopInstancesRequest {
+            instance_ids: vec!["i-1".into(), "i-2".into()],
+            force: Some(true),
+        });
+        assert_eq!(p.get("InstanceId.2"), Some("i-2"));
+        assert_eq!(p.get("Force"), Some("true"));
+        roundtrip(StopInstancesRequest {
+            instance_ids: vec!["i-1".into()],
+            force: None,
+        });
+        roundtrip(StartInstancesRequest {
+            instance_ids: vec!["i-1".into()],
+        });
+        roundtrip(RebootInstancesRequest {
+            instance_ids: vec!["i-1".into()],
+        });
+        let p = roundtrip(DescribeInstanceStatusRequest {
+            instance_ids: vec![],
+            filters: vec![Filter {
+                name: "availability-zone".into(),
+                values: vec!["us-east-1a".into()],
+            }],
+            max_results: Some(5),
+            next_token: Some("t".into()),
+            include_all_instances: Some(true),
+        });
+        assert_eq!(p.get("IncludeAllInstances"), Some("true"));
+        for request in [
+            Ec2Request::StopInstances(StopInstancesRequest {
+                instance_ids: vec!["i-1".into()],
+                force: Some(false),
+            }),
+            Ec2Request::StartInstances(StartInstancesRequest {
+                instance_ids: vec!["i-1".into()],
+            }),
+            Ec2Request::RebootInstances(RebootInstancesRequest {
+                instance_ids: vec!["i-1".into()],
+            }),
+            Ec2Request::DescribeInstanceStatus(DescribeInstanceStatusRequest {
+                instance_ids: vec!["i-1".into()],
+                ..Default::default()
+            }),
+        ] {
+            let parsed = Ec2Request::from_form(&request.to_params().to_form()).unwrap();
+            assert_eq!(parsed, request);
+        }
+        let err = Ec2Request::from_form(
+            "Action=StartInstances&Version=2016-11-15&InstanceId.1=i-1&Force=true",
+        )
+        .unwrap_err();
+        assert_eq!(err, WireError::UnknownParameter("Force".into()));
     }
 
     #[test]

@@ -315,22 +315,193 @@ pub struct TerminateInstancesResponse {
     pub instances: Vec<InstanceStateChange>,
 }
 
+/// Writes the answer of an action that changes instance states
+/// (Terminate, Stop, Start): an `instancesSet` of state changes.
+fn write_state_changes(
+    root: &str,
+    request_id: &Option<String>,
+    changes: &[InstanceStateChange],
+) -> String {
+    let mut w = XmlWriter::document();
+    w.open_root(root);
+    write_request_id(&mut w, request_id);
+    w.open("instancesSet");
+    for change in changes {
+        w.open("item");
+        w.leaf("instanceId", &change.instance_id);
+        change.current_state.write(&mut w, "currentState");
+        change.previous_state.write(&mut w, "previousState");
+        w.close("item");
+    }
+    w.close("instancesSet");
+    w.close(root);
+    w.finish()
+}
+
+/// Reads such an answer: its request id and state changes.
+fn read_state_changes(
+    root_name: &str,
+    text: &str,
+) -> Result<(Option<String>, Vec<InstanceStateChange>), WireError> {
+    let doc = xml::parse(text)?;
+    let root = xml::root(&doc, root_name)?;
+    let instances = xml::items(root, "instancesSet")
+        .map(|item| {
+            Ok(InstanceStateChange {
+                instance_id: xml::required_text(item, "instanceId")?,
+                current_state: InstanceStateInfo::read(item, "currentState")?,
+                previous_state: InstanceStateInfo::read(item, "previousState")?,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    Ok((read_request_id(root), instances))
+}
+
 impl Response for TerminateInstancesResponse {
     const ROOT: &'static str = "TerminateInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        write_state_changes(Self::ROOT, &self.request_id, &self.instances)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
+        Ok(Self {
+            request_id,
+            instances,
+        })
+    }
+}
+
+/// StopInstances' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StopInstancesResponse {
+    pub request_id: Option<String>,
+    pub instances: Vec<InstanceStateChange>,
+}
+
+impl Response for StopInstancesResponse {
+    const ROOT: &'static str = "StopInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        write_state_changes(Self::ROOT, &self.request_id, &self.instances)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
+        Ok(Self {
+            request_id,
+            instances,
+        })
+    }
+}
+
+/// StartInstances' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StartInstancesResponse {
+    pub request_id: Option<String>,
+    pub instances: Vec<InstanceStateChange>,
+}
+
+impl Response for StartInstancesResponse {
+    const ROOT: &'static str = "StartInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        write_state_changes(Self::ROOT, &self.request_id, &self.instances)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
+        Ok(Self {
+            request_id,
+            instances,
+        })
+    }
+}
+
+/// RebootInstances' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RebootInstancesResponse {
+    pub request_id: Option<String>,
+}
+
+impl Response for RebootInstancesResponse {
+    const ROOT: &'static str = "RebootInstancesResponse";
+
+    fn to_xml(&self) -> String {
+        write_return(Self::ROOT, &self.request_id)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        Ok(Self {
+            request_id: read_return(Self::ROOT, text)?,
+        })
+    }
+}
+
+/// One instance of DescribeInstanceStatus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub instance_id: String,
+    pub availability_zone: String,
+    pub state: InstanceStateInfo,
+    /// `systemStatus/status`: `ok`, `impaired`, `initializing`,
+    /// `insufficient-data` or `not-applicable`.
+    pub system_status: String,
+    /// `instanceStatus/status`, the same values.
+    pub instance_status: String,
+}
+
+/// One page of DescribeInstanceStatus.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeInstanceStatusResponse {
+    pub request_id: Option<String>,
+    pub statuses: Vec<InstanceStatus>,
+    pub next_token: Option<String>,
+}
+
+fn write_status_summary(w: &mut XmlWriter, element: &str, status: &str) {
+    w.open(element);
+    w.leaf("status", status);
+    w.open("details");
+    w.open("item");
+    w.leaf("name", "reachability");
+    // EC2 reports the check's own status as `passed`, `failed` or
+    // `initializing`; `not-applicable` when the instance is not running.
+    let check = match status {
+        "ok" => "passed",
+        "impaired" => "failed",
+        other => other,
+    };
+    w.leaf("status", check);
+    w.close("item");
+    w.close("details");
+    w.close(element);
+}
+
+fn read_status_summary(node: Node<'_, '_>, element: &str) -> Result<String, WireError> {
+    xml::required_text(xml::required_child(node, element)?, "status")
+}
+
+impl Response for DescribeInstanceStatusResponse {
+    const ROOT: &'static str = "DescribeInstanceStatusResponse";
 
     fn to_xml(&self) -> String {
         let mut w = XmlWriter::document();
         w.open_root(Self::ROOT);
         write_request_id(&mut w, &self.request_id);
-        w.open("instancesSet");
-        for change in &self.instances {
+        w.open("instanceStatusSet");
+        for status in &self.statuses {
             w.open("item");
-            w.leaf("instanceId", &change.instance_id);
-            change.current_state.write(&mut w, "currentState");
-            change.previous_state.write(&mut w, "previousState");
+            w.leaf("instanceId", &status.instance_id);
+            w.leaf("availabilityZone", &status.availability_zone);
+            status.state.write(&mut w, "instanceState");
+            write_status_summary(&mut w, "systemStatus", &status.system_status);
+            write_status_summary(&mut w, "instanceStatus", &status.instance_status);
             w.close("item");
         }
-        w.close("instancesSet");
+        w.close("instanceStatusSet");
+        w.leaf_opt("nextToken", self.next_token.as_deref());
         w.close(Self::ROOT);
         w.finish()
     }
@@ -338,18 +509,21 @@ impl Response for TerminateInstancesResponse {
     fn from_xml(text: &str) -> Result<Self, WireError> {
         let doc = xml::parse(text)?;
         let root = xml::root(&doc, Self::ROOT)?;
-        let instances = xml::items(root, "instancesSet")
+        let statuses = xml::items(root, "instanceStatusSet")
             .map(|item| {
-                Ok(InstanceStateChange {
+                Ok(InstanceStatus {
                     instance_id: xml::required_text(item, "instanceId")?,
-                    current_state: InstanceStateInfo::read(item, "currentState")?,
-                    previous_state: InstanceStateInfo::read(item, "previousState")?,
+                    availability_zone: xml::text(item, "availabilityZone").unwrap_or_default(),
+                    state: InstanceStateInfo::read(item, "instanceState")?,
+                    system_status: read_status_summary(item, "systemStatus")?,
+                    instance_status: read_status_summary(item, "instanceStatus")?,
                 })
             })
             .collect::<Result<_, WireError>>()?;
         Ok(Self {
             request_id: read_request_id(root),
-            instances,
+            statuses,
+            next_token: xml::text_nonempty(root, "nextToken"),
         })
     }
 }
@@ -641,6 +815,56 @@ mod tests {
                 region_name: "us-east-1".into(),
             }],
         });
+    }
+
+    #[test]
+    fn lifecycle_and_status_responses_roundtrip() {
+        let change = InstanceStateChange {
+            instance_id: "i-1".into(),
+            current_state: InstanceStateInfo::named("stopping"),
+            previous_state: InstanceStateInfo::named("running"),
+        };
+        roundtrip(StopInstancesResponse {
+            request_id: Some("req-1".into()),
+            instances: vec![change],
+        });
+        roundtrip(StartInstancesResponse {
+            request_id: Some("req-2".into()),
+            instances: vec![InstanceStateChange {
+                instance_id: "i-1".into(),
+                current_state: InstanceStateInfo::named("pending"),
+                previous_state: InstanceStateInfo::named("stopped"),
+            }],
+        });
+        let xml = roundtrip(RebootInstancesResponse {
+            request_id: Some("req-3".into()),
+        });
+        assert!(xml.contains("<return>true</return>"));
+        let xml = roundtrip(DescribeInstanceStatusResponse {
+            request_id: Some("req-4".into()),
+            statuses: vec![
+                InstanceStatus {
+                    instance_id: "i-1".into(),
+                    availability_zone: "us-east-1a".into(),
+                    state: InstanceStateInfo::named("running"),
+                    system_status: "ok".into(),
+                    instance_status: "impaired".into(),
+                },
+                InstanceStatus {
+                    instance_id: "i-2".into(),
+                    availability_zone: "us-east-1b".into(),
+                    state: InstanceStateInfo::named("stopped"),
+                    system_status: "not-applicable".into(),
+                    instance_status: "not-applicable".into(),
+                },
+            ],
+            next_token: Some("n".into()),
+        });
+        assert!(xml.contains("<status>failed</status>"), "{xml}");
+        roundtrip(DescribeInstanceStatusResponse::default());
+        // A stop answer is not a start answer.
+        let stop = StopInstancesResponse::default().to_xml();
+        assert!(StartInstancesResponse::from_xml(&stop).is_err());
     }
 
     #[test]

@@ -1,0 +1,1473 @@
+//! The `simulated` backend: instances as in-memory records with EC2's
+//! lifecycle on a shared clock (pending → running after a delay; stopping →
+//! stopped; shutting-down → terminated), EC2's ClientToken semantics,
+//! eventual consistency of DescribeInstances, EC2's token buckets, capacity
+//! per zone and instance type, and seeded fault injection.
+//!
+//! States are computed lazily from when a record entered its phase, so
+//! nothing ticks in the background and a `ManualClock` drives everything.
+//! Instances are indexed by id, by ClientToken and by tag, so a tag-filtered
+//! DescribeInstances page costs the page, not the fleet.
+//!
+//! Not here: anything that runs (the `process` backend), persistence (the
+//! state lives and dies with the process), volumes, networks, and IMDS.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use endstate_clock::SharedClock;
+use endstate_wire::limits::{BucketShape, RequestClass, ResourceClass, TokenBucket};
+use endstate_wire::{
+    AvailabilityZone, CreateTagsRequest, CreateTagsResponse, DeleteTagsRequest, DeleteTagsResponse,
+    DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
+    DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
+    DescribeInstancesRequest, DescribeInstancesResponse, Filter, Image, Instance,
+    InstanceMetadataOptions, InstanceStateChange, InstanceStateInfo, InstanceStatus,
+    RebootInstancesRequest, RebootInstancesResponse, Reservation, RunInstancesRequest,
+    RunInstancesResponse, StartInstancesRequest, StartInstancesResponse, StopInstancesRequest,
+    StopInstancesResponse, Tag, TerminateInstancesRequest, TerminateInstancesResponse, UserData,
+};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::backend::Backend;
+use crate::error::ApiError;
+
+/// EC2's limit on user data, before base64.
+pub const MAX_USER_DATA_BYTES: usize = 16_384;
+
+/// EC2's limit on tags per resource.
+const MAX_TAGS: usize = 50;
+
+/// The default instance type of RunInstances without one, as on EC2.
+const DEFAULT_INSTANCE_TYPE: &str = "m1.small";
+
+/// How long each transitional state lasts, in the clock's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// pending → running (launch and start).
+    pub pending: Duration,
+    /// stopping → stopped.
+    pub stopping: Duration,
+    /// shutting-down → terminated.
+    pub shutting_down: Duration,
+}
+
+impl Default for Timings {
+    /// Roughly what EC2 takes for a small Linux instance.
+    fn default() -> Self {
+        Self {
+            pending: Duration::from_secs(15),
+            stopping: Duration::from_secs(10),
+            shutting_down: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Token bucket shapes per request class and per resource class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttling {
+    pub requests: BTreeMap<RequestClass, BucketShape>,
+    pub resources: BTreeMap<ResourceClass, BucketShape>,
+}
+
+impl Throttling {
+    /// EC2's documented defaults (`endstate_wire::limits`).
+    pub fn ec2_defaults() -> Self {
+        Self {
+            requests: RequestClass::ALL
+                .iter()
+                .map(|c| (*c, c.default_shape()))
+                .collect(),
+            resources: [
+                ResourceClass::RunInstances,
+                ResourceClass::TerminateInstances,
+                ResourceClass::StartInstances,
+                ResourceClass::StopInstances,
+            ]
+            .iter()
+            .map(|c| (*c, c.default_shape()))
+            .collect(),
+        }
+    }
+}
+
+/// Seeded fault injection: per action, the probability that a call fails
+/// with `InternalError` (HTTP 500) before it takes effect.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Faults {
+    pub seed: u64,
+    /// Action name (`RunInstances`, ...) → rate in 0.0..=1.0.
+    pub error_rates: BTreeMap<String, f64>,
+}
+
+/// Everything the simulated cloud is made of.
+#[derive(Debug, Clone)]
+pub struct SimulatedConfig {
+    pub region: String,
+    pub account_id: String,
+    /// Zone names, in order; RunInstances without a zone picks the one with
+    /// the most free capacity, the first on a tie.
+    pub zones: Vec<String>,
+    /// The images RunInstances accepts and DescribeImages lists.
+    pub images: Vec<Image>,
+    pub timings: Timings,
+    /// How long a new instance stays missing from DescribeInstances and
+    /// DescribeInstanceStatus (RunInstances' own answer has it at once).
+    pub consistency_delay: Duration,
+    /// How long a terminated instance still shows in filtered
+    /// DescribeInstances listings (EC2: about an hour). By id it shows for
+    /// as long as the cloud runs.
+    pub terminated_visible_for: Duration,
+    /// `None`: no throttling.
+    pub throttling: Option<Throttling>,
+    /// Live (not stopped, not terminated) instances allowed per
+    /// (zone, instance type); a pair not listed is unlimited.
+    pub capacity: BTreeMap<(String, String), u32>,
+    pub faults: Faults,
+}
+
+impl SimulatedConfig {
+    /// A region with three zones (`{region}a..c`), one image, EC2's
+    /// default throttling and timings, no consistency delay, unlimited
+    /// capacity, no faults.
+    pub fn new(region: impl Into<String>) -> Self {
+        let region = region.into();
+        Self {
+            zones: ["a", "b", "c"]
+                .iter()
+                .map(|z| format!("{region}{z}"))
+                .collect(),
+            region,
+            account_id: "123456789012".to_string(),
+            images: vec![Image {
+                image_id: "ami-0e5c0f5d3b1e2a4f6".to_string(),
+                name: Some("endstate-base".to_string()),
+                state: "available".to_string(),
+                owner_id: Some("123456789012".to_string()),
+                architecture: Some("x86_64".to_string()),
+                root_device_name: Some("/dev/xvda".to_string()),
+                creation_date: Some("2026-11-01T00:00:00.000Z".to_string()),
+                tags: vec![],
+            }],
+            timings: Timings::default(),
+            consistency_delay: Duration::ZERO,
+            terminated_visible_for: Duration::from_secs(3600),
+            throttling: Some(Throttling::ec2_defaults()),
+            capacity: BTreeMap::new(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Where an instance is in its lifecycle. Transitional phases end on their
+/// own after the configured time; `state` computes which applies now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+            Phase::ShuttingDown => "shutting-down",
+            Phase::Terminated => "terminated",
+        }
+    }
+
+    /// Whether the instance holds capacity in its zone.
+    fn is_live(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Running)
+    }
+}
+
+/// One instance. User data is kept (the metadata service will serve it) and
+/// never printed: Debug of `UserData` shows its length.
+#[derive(Debug, Clone)]
+struct InstanceRecord {
+    id: String,
+    reservation_id: Arc<str>,
+    image_id: String,
+    instance_type: String,
+    zone: String,
+    key_name: Option<String>,
+    subnet_id: Option<String>,
+    client_token: Option<String>,
+    launch_index: u32,
+    /// Clock time of RunInstances.
+    launched: Duration,
+    phase: Phase,
+    /// Clock time the phase began.
+    since: Duration,
+    /// Shared between the instances of one launch until one is retagged
+    /// (copy on write): 100,000 instances need not hold 100,000 copies.
+    tags: Arc<BTreeMap<String, String>>,
+    metadata_options: Option<InstanceMetadataOptions>,
+    #[allow(dead_code)] // Kept for the metadata service, which reads it later.
+    user_data: Option<UserData>,
+}
+
+impl InstanceRecord {
+    /// The phase at `now`, transitional phases having run their course.
+    fn phase_at(&self, now: Duration, t: &Timings) -> Phase {
+        let elapsed = now.saturating_sub(self.since);
+        match self.phase {
+            Phase::Pending if elapsed >= t.pending => Phase::Running,
+            Phase::Stopping if elapsed >= t.stopping => Phase::Stopped,
+            Phase::ShuttingDown if elapsed >= t.shutting_down => Phase::Terminated,
+            p => p,
+        }
+    }
+
+    /// Whether the instance terminated more than `retention` before `now`.
+    fn terminated_before(&self, now: Duration, t: &Timings, retention: Duration) -> bool {
+        let ended = match self.phase {
+            Phase::Terminated => self.since,
+            Phase::ShuttingDown => self.since + t.shutting_down,
+            _ => return false,
+        };
+        now.saturating_sub(ended) > retention
+    }
+
+    /// Records the phase at `now` as the current one, keeping the time it
+    /// began, so that the next transition starts from the right state.
+    fn settle(&mut self, now: Duration, t: &Timings) {
+        let phase = self.phase_at(now, t);
+        if phase != self.phase {
+            let lasted = match self.phase {
+                Phase::Pending => t.pending,
+                Phase::Stopping => t.stopping,
+                Phase::ShuttingDown => t.shutting_down,
+                _ => Duration::ZERO,
+            };
+            self.since += lasted;
+            self.phase = phase;
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, now: Duration) {
+        self.phase = phase;
+        self.since = now;
+    }
+}
+
+/// What a ClientToken was first used with, and what it made.
+#[derive(Debug)]
+struct TokenRecord {
+    request: RunInstancesRequest,
+    reservation_id: Arc<str>,
+    seqs: Vec<u64>,
+}
+
+/// Everything mutable, behind one lock.
+#[derive(Debug)]
+struct World {
+    next_seq: u64,
+    next_reservation: u64,
+    /// By launch order: the order DescribeInstances pages in.
+    instances: BTreeMap<u64, InstanceRecord>,
+    by_id: HashMap<String, u64>,
+    by_token: HashMap<String, TokenRecord>,
+    /// Tag key → value → instances.
+    by_tag: HashMap<String, HashMap<String, BTreeSet<u64>>>,
+    /// Live instances per (zone, type).
+    live: HashMap<(String, String), u32>,
+    request_buckets: HashMap<RequestClass, TokenBucket>,
+    resource_buckets: HashMap<ResourceClass, TokenBucket>,
+    rng: StdRng,
+}
+
+/// The simulated backend. Share it behind an `Arc`.
+#[derive(Debug)]
+pub struct SimulatedBackend {
+    config: SimulatedConfig,
+    clock: SharedClock,
+    world: Mutex<World>,
+}
+
+/// A bijection on u64 that makes sequential numbers look like EC2's ids.
+fn scramble(n: u64) -> u64 {
+    n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5bd1_e995_0000_0000
+}
+
+fn instance_id(seq: u64) -> String {
+    format!("i-0{:016x}", scramble(seq))
+}
+
+fn is_hex_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// `10.x.y.z` from the instance's sequence number.
+fn private_ip(seq: u64) -> String {
+    format!(
+        "10.{}.{}.{}",
+        (seq >> 16) & 0xff,
+        (seq >> 8) & 0xff,
+        seq & 0xff
+    )
+}
+
+/// ISO 8601 with milliseconds, as EC2 writes times.
+fn iso_time(since_epoch: Duration) -> String {
+    let nanos = i128::try_from(since_epoch.as_nanos()).unwrap_or(0);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
+}
+
+/// EC2's filter wildcards: `*` any run, `?` any one character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+fn any_match(values: &[String], text: &str) -> bool {
+    values.iter().any(|v| glob_match(v, text))
+}
+
+/// A describe filter, checked for a name EC2 knows.
+#[derive(Debug)]
+enum InstanceFilter<'a> {
+    Tag(&'a str, &'a [String]),
+    TagKey(&'a [String]),
+    State(&'a [String]),
+    InstanceId(&'a [String]),
+    Zone(&'a [String]),
+    ClientToken(&'a [String]),
+    ImageId(&'a [String]),
+    InstanceType(&'a [String]),
+}
+
+impl<'a> InstanceFilter<'a> {
+    fn parse(filter: &'a Filter) -> Result<Self, ApiError> {
+        let values = filter.values.as_slice();
+        Ok(match filter.name.as_str() {
+            name if name.starts_with("tag:") => InstanceFilter::Tag(&name[4..], values),
+            "tag-key" => InstanceFilter::TagKey(values),
+            "instance-state-name" => InstanceFilter::State(values),
+            "instance-id" => InstanceFilter::InstanceId(values),
+            "availability-zone" => InstanceFilter::Zone(values),
+            "client-token" => InstanceFilter::ClientToken(values),
+            "image-id" => InstanceFilter::ImageId(values),
+            "instance-type" => InstanceFilter::InstanceType(values),
+            other => {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "The filter '{other}' is invalid"
+                )))
+            }
+        })
+    }
+
+    fn matches(&self, record: &InstanceRecord, phase: Phase) -> bool {
+        match self {
+            InstanceFilter::Tag(key, values) => {
+                record.tags.get(*key).is_some_and(|v| any_match(values, v))
+            }
+            InstanceFilter::TagKey(values) => record.tags.keys().any(|k| any_match(values, k)),
+            InstanceFilter::State(values) => any_match(values, phase.name()),
+            InstanceFilter::InstanceId(values) => any_match(values, &record.id),
+            InstanceFilter::Zone(values) => any_match(values, &record.zone),
+            InstanceFilter::ClientToken(values) => record
+                .client_token
+                .as_deref()
+                .is_some_and(|t| any_match(values, t)),
+            InstanceFilter::ImageId(values) => any_match(values, &record.image_id),
+            InstanceFilter::InstanceType(values) => any_match(values, &record.instance_type),
+        }
+    }
+}
+
+/// What a describe call asks for: exactly `ids`, or the instances matching
+/// `filters`, a page at a time.
+#[derive(Debug, Clone, Copy)]
+struct PageQuery<'q> {
+    ids: &'q [String],
+    filters: &'q [Filter],
+    max_results: Option<u32>,
+    next_token: Option<&'q str>,
+    /// Terminated instances older than this are left out of filtered
+    /// listings.
+    terminated_retention: Duration,
+}
+
+/// Instances an index allows: a set of the index itself, or one built for
+/// the query.
+enum Candidates<'a> {
+    Borrowed(&'a BTreeSet<u64>),
+    Owned(BTreeSet<u64>),
+}
+
+impl Candidates<'_> {
+    fn set(&self) -> &BTreeSet<u64> {
+        match self {
+            Candidates::Borrowed(set) => set,
+            Candidates::Owned(set) => set,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.set().len()
+    }
+}
+
+/// The NextToken of a page that ends before instance `seq`.
+fn page_token(seq: u64) -> String {
+    format!("esn-{seq:x}")
+}
+
+fn parse_page_token(token: &str) -> Result<u64, ApiError> {
+    token
+        .strip_prefix("esn-")
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            ApiError::InvalidParameterValue(format!("Invalid value '{token}' for nextToken"))
+        })
+}
+
+fn check_page_size(max_results: Option<u32>, ids: &[String]) -> Result<(), ApiError> {
+    if let Some(max) = max_results {
+        if !ids.is_empty() {
+            return Err(ApiError::InvalidParameterCombination(
+                "The parameter instancesSet cannot be used with the parameter maxResults"
+                    .to_string(),
+            ));
+        }
+        if !(5..=1000).contains(&max) {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "Value ( {max} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn not_found(missing: &[&str]) -> ApiError {
+    if let [one] = missing {
+        ApiError::InstanceNotFound(format!("The instance ID '{one}' does not exist"))
+    } else {
+        ApiError::InstanceNotFound(format!(
+            "The instance IDs '{}' do not exist",
+            missing.join(", ")
+        ))
+    }
+}
+
+fn check_instance_ids(ids: &[String]) -> Result<(), ApiError> {
+    if let Some(bad) = ids.iter().find(|id| !is_hex_id(id, "i-")) {
+        return Err(ApiError::InstanceIdMalformed(bad.clone()));
+    }
+    Ok(())
+}
+
+fn instance_tags(request: &RunInstancesRequest) -> BTreeMap<String, String> {
+    request
+        .tag_specifications
+        .iter()
+        .filter(|s| s.resource_type == "instance")
+        .flat_map(|s| s.tags.iter())
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect()
+}
+
+impl World {
+    fn index_tag(&mut self, key: &str, value: &str, seq: u64) {
+        self.by_tag
+            .entry(key.to_string())
+            .or_default()
+            .entry(value.to_string())
+            .or_default()
+            .insert(seq);
+    }
+
+    fn unindex_tag(&mut self, key: &str, value: &str, seq: u64) {
+        if let Some(values) = self.by_tag.get_mut(key) {
+            if let Some(seqs) = values.get_mut(value) {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    values.remove(value);
+                }
+            }
+            if values.is_empty() {
+                self.by_tag.remove(key);
+            }
+        }
+    }
+
+    fn live_count(&self, zone: &str, instance_type: &str) -> u32 {
+        self.live
+            .get(&(zone.to_string(), instance_type.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add_live(&mut self, zone: &str, instance_type: &str, delta: i64) {
+        let entry = self
+            .live
+            .entry((zone.to_string(), instance_type.to_string()))
+            .or_insert(0);
+        *entry = u32::try_from((i64::from(*entry) + delta).max(0)).unwrap_or(u32::MAX);
+    }
+
+    /// The sequence numbers of `ids`, or NotFound naming the missing ones.
+    /// `visible_from`: instances launched after it do not exist yet (for
+    /// describe calls under eventual consistency).
+    fn lookup(&self, ids: &[String], visible_from: Option<Duration>) -> Result<Vec<u64>, ApiError> {
+        check_instance_ids(ids)?;
+        let mut seqs = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.by_id.get(id) {
+                Some(seq)
+                    if visible_from.is_none_or(|cutoff| {
+                        self.instances
+                            .get(seq)
+                            .is_some_and(|r| r.launched <= cutoff)
+                    }) =>
+                {
+                    seqs.push(*seq)
+                }
+                _ => missing.push(id.as_str()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(seqs)
+        } else {
+            Err(not_found(&missing))
+        }
+    }
+
+    /// Candidates for `filters` from the indexes: the smallest set any
+    /// indexed filter allows, borrowed from the index when one tag value
+    /// gives it, or `None` (every instance).
+    fn indexed_candidates(&self, filters: &[InstanceFilter<'_>]) -> Option<Candidates<'_>> {
+        let exact = |values: &[String]| values.iter().all(|v| !v.contains(['*', '?']));
+        let mut best: Option<Candidates<'_>> = None;
+        for filter in filters {
+            let set = match filter {
+                InstanceFilter::Tag(key, values) => match self.by_tag.get(*key) {
+                    None => Candidates::Owned(BTreeSet::new()),
+                    Some(by_value) => match values {
+                        [one] if exact(values) => match by_value.get(one) {
+                            Some(seqs) => Candidates::Borrowed(seqs),
+                            None => Candidates::Owned(BTreeSet::new()),
+                        },
+                        _ if exact(values) => Candidates::Owned(
+                            values
+                                .iter()
+                                .filter_map(|v| by_value.get(v))
+                                .flat_map(|s| s.iter().copied())
+                                .collect(),
+                        ),
+                        _ => Candidates::Owned(
+                            by_value
+                                .iter()
+                                .filter(|(v, _)| any_match(values, v))
+                                .flat_map(|(_, s)| s.iter().copied())
+                                .collect(),
+                        ),
+                    },
+                },
+                InstanceFilter::TagKey(values) => Candidates::Owned(
+                    self.by_tag
+                        .iter()
+                        .filter(|(k, _)| any_match(values, k))
+                        .flat_map(|(_, by_value)| by_value.values().flat_map(|s| s.iter().copied()))
+                        .collect(),
+                ),
+                InstanceFilter::InstanceId(values) if exact(values) => Candidates::Owned(
+                    values
+                        .iter()
+                        .filter_map(|v| self.by_id.get(v))
+                        .copied()
+                        .collect(),
+                ),
+                InstanceFilter::ClientToken(values) if exact(values) => Candidates::Owned(
+                    values
+                        .iter()
+                        .filter_map(|v| self.by_token.get(v))
+                        .flat_map(|t| t.seqs.iter().copied())
+                        .collect(),
+                ),
+                _ => continue,
+            };
+            if best.as_ref().is_none_or(|b| set.len() < b.len()) {
+                best = Some(set);
+            }
+        }
+        best
+    }
+
+    /// One page of the instances matching `filters` (or exactly `ids`),
+    /// from the token on, in launch order: their sequence numbers and the
+    /// next page's token.
+    fn select(
+        &self,
+        query: &PageQuery<'_>,
+        cutoff: Duration,
+        now: Duration,
+        timings: &Timings,
+        extra: impl Fn(Phase) -> bool,
+    ) -> Result<(Vec<u64>, Option<String>), ApiError> {
+        let PageQuery {
+            ids,
+            filters,
+            max_results,
+            next_token,
+            terminated_retention,
+        } = *query;
+        check_page_size(max_results, ids)?;
+        let filters = filters
+            .iter()
+            .map(InstanceFilter::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let start = next_token.map(parse_page_token).transpose()?.unwrap_or(0);
+        let limit = max_results.map_or(usize::MAX, |m| m as usize);
+        let visible = |seq: u64| -> Option<&InstanceRecord> {
+            let record = self.instances.get(&seq)?;
+            let phase = record.phase_at(now, timings);
+            (record.launched <= cutoff
+                && (!ids.is_empty()
+                    || !record.terminated_before(now, timings, terminated_retention))
+                && extra(phase)
+                && filters.iter().all(|f| f.matches(record, phase)))
+            .then_some(record)
+        };
+        let mut page = Vec::new();
+        let mut next = None;
+        let mut consider = |seq: u64| -> bool {
+            if visible(seq).is_none() {
+                return true;
+            }
+            if page.len() == limit {
+                next = Some(page_token(seq));
+                return false;
+            }
+            page.push(seq);
+            true
+        };
+        if !ids.is_empty() {
+            let mut seqs = self.lookup(ids, Some(cutoff))?;
+            seqs.sort_unstable();
+            seqs.dedup();
+            for seq in seqs {
+                consider(seq);
+            }
+        } else if let Some(candidates) = self.indexed_candidates(&filters) {
+            for seq in candidates.set().range(start..) {
+                if !consider(*seq) {
+                    break;
+                }
+            }
+        } else {
+            for seq in self.instances.range(start..).map(|(s, _)| *s) {
+                if !consider(seq) {
+                    break;
+                }
+            }
+        }
+        Ok((page, next))
+    }
+}
+
+impl SimulatedBackend {
+    /// An empty cloud on `clock`.
+    pub fn new(config: SimulatedConfig, clock: SharedClock) -> Self {
+        let now = clock.now();
+        let (request_buckets, resource_buckets) = match &config.throttling {
+            Some(t) => (
+                t.requests
+                    .iter()
+                    .map(|(c, s)| (*c, TokenBucket::new(*s, now)))
+                    .collect(),
+                t.resources
+                    .iter()
+                    .map(|(c, s)| (*c, TokenBucket::new(*s, now)))
+                    .collect(),
+            ),
+            None => (HashMap::new(), HashMap::new()),
+        };
+        let world = World {
+            next_seq: 1,
+            next_reservation: 1,
+            instances: BTreeMap::new(),
+            by_id: HashMap::new(),
+            by_token: HashMap::new(),
+            by_tag: HashMap::new(),
+            live: HashMap::new(),
+            request_buckets,
+            resource_buckets,
+            rng: StdRng::seed_from_u64(config.faults.seed),
+        };
+        Self {
+            config,
+            clock,
+            world: Mutex::new(world),
+        }
+    }
+
+    pub fn config(&self) -> &SimulatedConfig {
+        &self.config
+    }
+
+    /// How many instance records it holds (terminated ones included).
+    pub fn len(&self) -> usize {
+        self.lock().instances.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        // Every mutation below either completes or returns before changing
+        // anything, so a panic cannot leave the world half-updated; the
+        // poison flag carries no information worth refusing service for.
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Throttling, then fault injection, for one call of `action` costing
+    /// `resources` instances.
+    fn admit(
+        &self,
+        world: &mut World,
+        action: &str,
+        unfiltered_unpaged: bool,
+        resources: usize,
+    ) -> Result<(), ApiError> {
+        let now = self.clock.now();
+        let class = RequestClass::of(action, unfiltered_unpaged);
+        if let Some(bucket) = world.request_buckets.get_mut(&class) {
+            bucket
+                .try_take(now, 1.0)
+                .map_err(|_| ApiError::RequestLimitExceeded)?;
+        }
+        if let Some(class) = ResourceClass::of(action) {
+            if let Some(bucket) = world.resource_buckets.get_mut(&class) {
+                bucket
+                    .try_take(now, resources as f64)
+                    .map_err(|_| ApiError::RequestLimitExceeded)?;
+            }
+        }
+        if let Some(rate) = self.config.faults.error_rates.get(action) {
+            if world.rng.random::<f64>() < *rate {
+                return Err(ApiError::InternalError);
+            }
+        }
+        Ok(())
+    }
+
+    fn to_wire(&self, seq: u64, record: &InstanceRecord, now: Duration) -> Instance {
+        Instance {
+            instance_id: record.id.clone(),
+            image_id: record.image_id.clone(),
+            instance_type: record.instance_type.clone(),
+            state: InstanceStateInfo::named(record.phase_at(now, &self.config.timings).name()),
+            availability_zone: record.zone.clone(),
+            launch_time: iso_time(record.launched),
+            subnet_id: record.subnet_id.clone(),
+            vpc_id: None,
+            private_ip_address: Some(private_ip(seq)),
+            client_token: record.client_token.clone(),
+            key_name: record.key_name.clone(),
+            ami_launch_index: Some(record.launch_index),
+            tags: record
+                .tags
+                .iter()
+                .map(|(k, v)| Tag::new(k.clone(), v.clone()))
+                .collect(),
+            metadata_options: record.metadata_options.clone(),
+        }
+    }
+
+    /// Instances grouped into reservations, consecutive instances of one
+    /// reservation sharing an item (DescribeInstances pages by instance).
+    fn reservations(&self, world: &World, seqs: &[u64], now: Duration) -> Vec<Reservation> {
+        let mut out: Vec<Reservation> = Vec::new();
+        for seq in seqs {
+            let Some(record) = world.instances.get(seq) else {
+                continue;
+            };
+            let instance = self.to_wire(*seq, record, now);
+            match out.last_mut() {
+                Some(r) if r.reservation_id == *record.reservation_id => r.instances.push(instance),
+                _ => out.push(Reservation {
+                    reservation_id: record.reservation_id.to_string(),
+                    owner_id: self.config.account_id.clone(),
+                    instances: vec![instance],
+                }),
+            }
+        }
+        out
+    }
+
+    fn check_run(&self, request: &RunInstancesRequest) -> Result<(), ApiError> {
+        if request.min_count == 0 || request.min_count > request.max_count {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "Invalid count: MinCount ({}) must be at least 1 and at most MaxCount ({})",
+                request.min_count, request.max_count
+            )));
+        }
+        if !is_hex_id(&request.image_id, "ami-") {
+            return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
+        }
+        if !self
+            .config
+            .images
+            .iter()
+            .any(|i| i.image_id == request.image_id)
+        {
+            return Err(ApiError::ImageNotFound(request.image_id.clone()));
+        }
+        if let Some(t) = &request.instance_type {
+            if !t.contains('.') || t.starts_with('.') || t.ends_with('.') {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "Invalid value '{t}' for InstanceType."
+                )));
+            }
+        }
+        if let Some(zone) = &request.availability_zone {
+            if !self.config.zones.contains(zone) {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "Invalid availability zone: [{zone}]"
+                )));
+            }
+        }
+        if request
+            .user_data
+            .as_ref()
+            .is_some_and(|u| u.as_bytes().len() > MAX_USER_DATA_BYTES)
+        {
+            return Err(ApiError::InvalidParameterValue(
+                "User data is limited to 16384 bytes".to_string(),
+            ));
+        }
+        if let Some(token) = &request.client_token {
+            if token.len() > 64 || !token.is_ascii() {
+                return Err(ApiError::InvalidParameterValue(
+                    "Value for parameter clientToken is invalid: at most 64 ASCII characters"
+                        .to_string(),
+                ));
+            }
+        }
+        if instance_tags(request).len() > MAX_TAGS {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "The number of tags on a resource may not exceed {MAX_TAGS}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn capacity_left(&self, world: &World, zone: &str, instance_type: &str) -> u32 {
+        match self
+            .config
+            .capacity
+            .get(&(zone.to_string(), instance_type.to_string()))
+        {
+            None => u32::MAX,
+            Some(cap) => cap.saturating_sub(world.live_count(zone, instance_type)),
+        }
+    }
+
+    /// Changes the phase of `ids` with `change` (which sees the settled
+    /// phase and answers the new one or an error), after checking them all.
+    fn change_states(
+        &self,
+        action: &str,
+        ids: &[String],
+        change: impl Fn(&InstanceRecord, Phase, u32) -> Result<Option<Phase>, ApiError>,
+    ) -> Result<Vec<InstanceStateChange>, ApiError> {
+        if ids.is_empty() {
+            return Err(
+                endstate_wire::WireError::MissingParameter("InstanceId".to_string()).into(),
+            );
+        }
+        if ids.len() > 1000 {
+            return Err(ApiError::InvalidParameterValue(
+                "At most 1000 instance ids may be given".to_string(),
+            ));
+        }
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        check_instance_ids(ids)?;
+        self.admit(world, action, false, ids.len())?;
+        let seqs = world.lookup(ids, None)?;
+        let now = self.clock.now();
+        let timings = self.config.timings;
+        // Decide everything first, so an error changes nothing. Starts
+        // within one call share the capacity left.
+        let mut seen = BTreeSet::new();
+        let mut claimed: HashMap<(String, String), u32> = HashMap::new();
+        let mut plan = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if !seen.insert(seq) {
+                continue;
+            }
+            if let Some(record) = world.instances.get_mut(&seq) {
+                record.settle(now, &timings);
+            }
+            let Some(record) = world.instances.get(&seq) else {
+                return Err(ApiError::Internal(format!(
+                    "the id index names a missing instance {seq}"
+                )));
+            };
+            let slot = (record.zone.clone(), record.instance_type.clone());
+            let left = self
+                .capacity_left(world, &slot.0, &slot.1)
+                .saturating_sub(claimed.get(&slot).copied().unwrap_or(0));
+            let after = change(record, record.phase, left)?;
+            if after.is_some_and(Phase::is_live) && !record.phase.is_live() {
+                *claimed.entry(slot.clone()).or_insert(0) += 1;
+            }
+            plan.push((seq, slot, record.id.clone(), record.phase, after));
+        }
+        let mut changes = Vec::with_capacity(plan.len());
+        for (seq, (zone, instance_type), id, before, after) in plan {
+            if let Some(after) = after {
+                if before.is_live() != after.is_live() {
+                    world.add_live(&zone, &instance_type, if after.is_live() { 1 } else { -1 });
+                }
+                if let Some(record) = world.instances.get_mut(&seq) {
+                    record.enter(after, now);
+                }
+            }
+            changes.push(InstanceStateChange {
+                instance_id: id,
+                current_state: InstanceStateInfo::named(after.unwrap_or(before).name()),
+                previous_state: InstanceStateInfo::named(before.name()),
+            });
+        }
+        Ok(changes)
+    }
+
+    fn incorrect_state(id: &str, verb: &str, phase: Phase) -> ApiError {
+        ApiError::IncorrectInstanceState(format!(
+            "The instance '{id}' is not in a state from which it can be {verb} (it is {}).",
+            phase.name()
+        ))
+    }
+}
+
+impl Backend for SimulatedBackend {
+    fn run_instances(
+        &self,
+        request: &RunInstancesRequest,
+    ) -> Result<RunInstancesResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "RunInstances", false, request.max_count as usize)?;
+        self.check_run(request)?;
+        let now = self.clock.now();
+
+        if let Some(token) = &request.client_token {
+            if let Some(previous) = world.by_token.get(token) {
+                if previous.request != *request {
+                    return Err(ApiError::IdempotentParameterMismatch(format!(
+                        "The client token '{token}' was used with different parameters"
+                    )));
+                }
+                let reservation = Reservation {
+                    reservation_id: previous.reservation_id.to_string(),
+                    owner_id: self.config.account_id.clone(),
+                    instances: previous
+                        .seqs
+                        .iter()
+                        .filter_map(|s| world.instances.get(s).map(|r| self.to_wire(*s, r, now)))
+                        .collect(),
+                };
+                return Ok(RunInstancesResponse {
+                    request_id: None,
+                    reservation,
+                });
+            }
+        }
+
+        let instance_type = request
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
+        let zone = match &request.availability_zone {
+            Some(zone) => zone.clone(),
+            None => self
+                .config
+                .zones
+                .iter()
+                .max_by_key(|z| {
+                    // Most free capacity; the first zone wins a tie.
+                    (
+                        self.capacity_left(world, z, &instance_type),
+                        std::cmp::Reverse(*z),
+                    )
+                })
+                .cloned()
+                .ok_or_else(|| ApiError::Internal("no zones are configured".to_string()))?,
+        };
+        let left = self.capacity_left(world, &zone, &instance_type);
+        if left < request.min_count {
+            return Err(ApiError::InsufficientInstanceCapacity(format!(
+                "We currently do not have sufficient {instance_type} capacity in the Availability Zone you requested ({zone}). Our system will be working on provisioning additional capacity. You can currently get {instance_type} capacity by not specifying an Availability Zone in your request or choosing a different Availability Zone."
+            )));
+        }
+        let count = request.max_count.min(left);
+
+        let reservation_id: Arc<str> =
+            format!("r-0{:016x}", scramble(world.next_reservation ^ 0xa5a5)).into();
+        world.next_reservation += 1;
+        let tags = Arc::new(instance_tags(request));
+        let mut seqs = Vec::with_capacity(count as usize);
+        for launch_index in 0..count {
+            let seq = world.next_seq;
+            world.next_seq += 1;
+            let record = InstanceRecord {
+                id: instance_id(seq),
+                reservation_id: reservation_id.clone(),
+                image_id: request.image_id.clone(),
+                instance_type: instance_type.clone(),
+                zone: zone.clone(),
+                key_name: request.key_name.clone(),
+                subnet_id: request.subnet_id.clone(),
+                client_token: request.client_token.clone(),
+                launch_index,
+                launched: now,
+                phase: Phase::Pending,
+                since: now,
+                tags: tags.clone(),
+                metadata_options: request.metadata_options.clone(),
+                user_data: request.user_data.clone(),
+            };
+            for (k, v) in tags.iter() {
+                world.index_tag(k, v, seq);
+            }
+            world.by_id.insert(record.id.clone(), seq);
+            world.instances.insert(seq, record);
+            seqs.push(seq);
+        }
+        world.add_live(&zone, &instance_type, i64::from(count));
+        if let Some(token) = &request.client_token {
+            world.by_token.insert(
+                token.clone(),
+                TokenRecord {
+                    request: request.clone(),
+                    reservation_id: reservation_id.clone(),
+                    seqs: seqs.clone(),
+                },
+            );
+        }
+        let instances = seqs
+            .iter()
+            .filter_map(|s| world.instances.get(s).map(|r| self.to_wire(*s, r, now)))
+            .collect();
+        Ok(RunInstancesResponse {
+            request_id: None,
+            reservation: Reservation {
+                reservation_id: reservation_id.to_string(),
+                owner_id: self.config.account_id.clone(),
+                instances,
+            },
+        })
+    }
+
+    fn describe_instances(
+        &self,
+        request: &DescribeInstancesRequest,
+    ) -> Result<DescribeInstancesResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        let unfiltered = request.filters.is_empty()
+            && request.max_results.is_none()
+            && request.next_token.is_none();
+        self.admit(world, "DescribeInstances", unfiltered, 0)?;
+        let now = self.clock.now();
+        let cutoff = now.saturating_sub(self.config.consistency_delay);
+        let (seqs, next_token) = world.select(
+            &PageQuery {
+                ids: &request.instance_ids,
+                filters: &request.filters,
+                max_results: request.max_results,
+                next_token: request.next_token.as_deref(),
+                terminated_retention: self.config.terminated_visible_for,
+            },
+            cutoff,
+            now,
+            &self.config.timings,
+            |_| true,
+        )?;
+        Ok(DescribeInstancesResponse {
+            request_id: None,
+            reservations: self.reservations(world, &seqs, now),
+            next_token,
+        })
+    }
+
+    fn terminate_instances(
+        &self,
+        request: &TerminateInstancesRequest,
+    ) -> Result<TerminateInstancesResponse, ApiError> {
+        let instances = self.change_states(
+            "TerminateInstances",
+            &request.instance_ids,
+            |_, phase, _| {
+                Ok(match phase {
+                    Phase::ShuttingDown | Phase::Terminated => None,
+                    _ => Some(Phase::ShuttingDown),
+                })
+            },
+        )?;
+        Ok(TerminateInstancesResponse {
+            request_id: None,
+            instances,
+        })
+    }
+
+    fn stop_instances(
+        &self,
+        request: &StopInstancesRequest,
+    ) -> Result<StopInstancesResponse, ApiError> {
+        let instances = self.change_states(
+            "StopInstances",
+            &request.instance_ids,
+            |r, phase, _| match phase {
+                Phase::Running => Ok(Some(Phase::Stopping)),
+                Phase::Stopping | Phase::Stopped => Ok(None),
+                other => Err(Self::incorrect_state(&r.id, "stopped", other)),
+            },
+        )?;
+        Ok(StopInstancesResponse {
+            request_id: None,
+            instances,
+        })
+    }
+
+    fn start_instances(
+        &self,
+        request: &StartInstancesRequest,
+    ) -> Result<StartInstancesResponse, ApiError> {
+        let instances = self.change_states("StartInstances", &request.instance_ids, |r, phase, left| {
+            match phase {
+                Phase::Stopped if left == 0 => Err(ApiError::InsufficientInstanceCapacity(format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({}).",
+                    r.instance_type, r.zone
+                ))),
+                Phase::Stopped => Ok(Some(Phase::Pending)),
+                Phase::Pending | Phase::Running => Ok(None),
+                other => Err(Self::incorrect_state(&r.id, "started", other)),
+            }
+        })?;
+        Ok(StartInstancesResponse {
+            request_id: None,
+            instances,
+        })
+    }
+
+    fn reboot_instances(
+        &self,
+        request: &RebootInstancesRequest,
+    ) -> Result<RebootInstancesResponse, ApiError> {
+        // A simulated reboot is instant: the instance stays running.
+        self.change_states(
+            "RebootInstances",
+            &request.instance_ids,
+            |r, phase, _| match phase {
+                Phase::Running | Phase::Pending => Ok(None),
+                other => Err(Self::incorrect_state(&r.id, "rebooted", other)),
+            },
+        )?;
+        Ok(RebootInstancesResponse { request_id: None })
+    }
+
+    fn create_tags(&self, request: &CreateTagsRequest) -> Result<CreateTagsResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "CreateTags", false, 0)?;
+        if request.resource_ids.is_empty() {
+            return Err(
+                endstate_wire::WireError::MissingParameter("ResourceId".to_string()).into(),
+            );
+        }
+        if let Some(other) = request.resource_ids.iter().find(|id| !id.starts_with("i-")) {
+            return Err(ApiError::InvalidId(other.clone()));
+        }
+        let seqs = world.lookup(&request.resource_ids, None)?;
+        for seq in &seqs {
+            let Some(record) = world.instances.get(seq) else {
+                continue;
+            };
+            let mut keys: BTreeSet<&str> = record.tags.keys().map(String::as_str).collect();
+            keys.extend(request.tags.iter().map(|t| t.key.as_str()));
+            if keys.len() > MAX_TAGS {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "The number of tags on a resource may not exceed {MAX_TAGS}"
+                )));
+            }
+        }
+        for seq in seqs {
+            for tag in &request.tags {
+                let old = world.instances.get_mut(&seq).and_then(|r| {
+                    Arc::make_mut(&mut r.tags).insert(tag.key.clone(), tag.value.clone())
+                });
+                if let Some(old) = old {
+                    world.unindex_tag(&tag.key, &old, seq);
+                }
+                world.index_tag(&tag.key, &tag.value, seq);
+            }
+        }
+        Ok(CreateTagsResponse { request_id: None })
+    }
+
+    fn delete_tags(&self, request: &DeleteTagsRequest) -> Result<DeleteTagsResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "DeleteTags", false, 0)?;
+        if request.resource_ids.is_empty() {
+            return Err(
+                endstate_wire::WireError::MissingParameter("ResourceId".to_string()).into(),
+            );
+        }
+        if let Some(other) = request.resource_ids.iter().find(|id| !id.starts_with("i-")) {
+            return Err(ApiError::InvalidId(other.clone()));
+        }
+        let seqs = world.lookup(&request.resource_ids, None)?;
+        for seq in seqs {
+            let Some(record) = world.instances.get_mut(&seq) else {
+                continue;
+            };
+            // No tags named: every tag goes, as on EC2.
+            let doomed: Vec<(String, String)> = record
+                .tags
+                .iter()
+                .filter(|(k, v)| {
+                    request.tags.is_empty()
+                        || request
+                            .tags
+                            .iter()
+                            .any(|t| t.key == **k && t.value.as_ref().is_none_or(|want| want == *v))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (k, _) in &doomed {
+                Arc::make_mut(&mut record.tags).remove(k);
+            }
+            for (k, v) in doomed {
+                world.unindex_tag(&k, &v, seq);
+            }
+        }
+        Ok(DeleteTagsResponse { request_id: None })
+    }
+
+    fn describe_images(
+        &self,
+        request: &DescribeImagesRequest,
+    ) -> Result<DescribeImagesResponse, ApiError> {
+        let mut guard = self.lock();
+        self.admit(&mut guard, "DescribeImages", false, 0)?;
+        drop(guard);
+        for id in &request.image_ids {
+            if !is_hex_id(id, "ami-") {
+                return Err(ApiError::ImageIdMalformed(id.clone()));
+            }
+            if !self.config.images.iter().any(|i| i.image_id == *id) {
+                return Err(ApiError::ImageNotFound(id.clone()));
+            }
+        }
+        let mut images = Vec::new();
+        for image in &self.config.images {
+            if !request.image_ids.is_empty() && !request.image_ids.contains(&image.image_id) {
+                continue;
+            }
+            let mut keep = true;
+            for filter in &request.filters {
+                let value = match filter.name.as_str() {
+                    "image-id" => Some(image.image_id.as_str()),
+                    "name" => image.name.as_deref(),
+                    "state" => Some(image.state.as_str()),
+                    "architecture" => image.architecture.as_deref(),
+                    name if name.starts_with("tag:") => image
+                        .tags
+                        .iter()
+                        .find(|t| t.key == name[4..])
+                        .map(|t| t.value.as_str()),
+                    other => {
+                        return Err(ApiError::InvalidParameterValue(format!(
+                            "The filter '{other}' is invalid"
+                        )))
+                    }
+                };
+                keep &= value.is_some_and(|v| any_match(&filter.values, v));
+            }
+            if keep {
+                images.push(image.clone());
+            }
+        }
+        Ok(DescribeImagesResponse {
+            request_id: None,
+            images,
+        })
+    }
+
+    fn describe_availability_zones(
+        &self,
+        request: &DescribeAvailabilityZonesRequest,
+    ) -> Result<DescribeAvailabilityZonesResponse, ApiError> {
+        let mut guard = self.lock();
+        self.admit(&mut guard, "DescribeAvailabilityZones", false, 0)?;
+        drop(guard);
+        for name in &request.zone_names {
+            if !self.config.zones.contains(name) {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "The zone '{name}' does not exist in the region"
+                )));
+            }
+        }
+        let zones = self
+            .config
+            .zones
+            .iter()
+            .filter(|z| request.zone_names.is_empty() || request.zone_names.contains(z))
+            .map(|z| AvailabilityZone {
+                zone_name: z.clone(),
+                zone_id: None,
+                state: "available".to_string(),
+                region_name: self.config.region.clone(),
+            })
+            .filter(|z| {
+                request.filters.iter().all(|f| {
+                    let value = match f.name.as_str() {
+                        "zone-name" => &z.zone_name,
+                        "state" => &z.state,
+                        "region-name" => &z.region_name,
+                        _ => return false,
+                    };
+                    any_match(&f.values, value)
+                })
+            })
+            .collect();
+        Ok(DescribeAvailabilityZonesResponse {
+            request_id: None,
+            zones,
+        })
+    }
+
+    fn describe_instance_status(
+        &self,
+        request: &DescribeInstanceStatusRequest,
+    ) -> Result<DescribeInstanceStatusResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        let unfiltered = request.filters.is_empty()
+            && request.max_results.is_none()
+            && request.next_token.is_none();
+        self.admit(world, "DescribeInstanceStatus", unfiltered, 0)?;
+        let now = self.clock.now();
+        let cutoff = now.saturating_sub(self.config.consistency_delay);
+        let include_all = request.include_all_instances.unwrap_or(false);
+        let (seqs, next_token) = world.select(
+            &PageQuery {
+                ids: &request.instance_ids,
+                filters: &request.filters,
+                max_results: request.max_results,
+                next_token: request.next_token.as_deref(),
+                terminated_retention: self.config.terminated_visible_for,
+            },
+            cutoff,
+            now,
+            &self.config.timings,
+            |phase| include_all || phase == Phase::Running,
+        )?;
+        let statuses = seqs
+            .iter()
+            .filter_map(|seq| world.instances.get(seq))
+            .map(|r| {
+                let phase = r.phase_at(now, &self.config.timings);
+                let status = if phase == Phase::Running {
+                    "ok"
+                } else {
+                    "not-applicable"
+                };
+                InstanceStatus {
+                    instance_id: r.id.clone(),
+                    availability_zone: r.zone.clone(),
+                    state: InstanceStateInfo::named(phase.name()),
+                    system_status: status.to_string(),
+                    instance_status: status.to_string(),
+                }
+            })
+            .collect();
+        Ok(DescribeInstanceStatusResponse {
+            request_id: None,
+            statuses,
+            next_token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_ec2_filters() {
+        assert!(glob_match("web-*", "web-1"));
+        assert!(glob_match("w?b", "web"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("web-*", "api-1"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("a*c", "abd"));
+    }
+
+    #[test]
+    fn ids_look_like_ec2_and_are_unique() {
+        let ids: BTreeSet<String> = (1..10_000).map(instance_id).collect();
+        assert_eq!(ids.len(), 9_999);
+        assert!(ids.iter().all(|id| is_hex_id(id, "i-")));
+        assert!(!is_hex_id("i-xyz", "i-"));
+        assert!(is_hex_id("ami-12c6146b", "ami-"));
+    }
+
+    #[test]
+    fn iso_time_has_milliseconds() {
+        assert_eq!(
+            iso_time(Duration::from_millis(1_795_000_000_123)),
+            "2026-11-18T11:06:40.123Z"
+        );
+    }
+}
