@@ -36,7 +36,7 @@ async fn two_groups_converge_scale_replace_and_destroy() {
     // The aws CLI, straight to moto, counts the same instances as
     // `endstate status --json`.
     let by_status: usize = live.values().map(Vec::len).sum();
-    assert_eq!(aws_cli_count(world.moto.url(), "shop"), by_status);
+    assert_eq!(aws_cli_count(&world.upstream_url(), "shop"), by_status);
     assert_eq!(by_status, 203);
 
     // Nothing to do, and the plan reads the world in pages, not per instance.
@@ -102,7 +102,7 @@ async fn two_groups_converge_scale_replace_and_destroy() {
 
     // Destroy leaves nothing carrying the project's tags.
     world.ok(&["destroy", "--yes"]).await;
-    assert_eq!(aws_cli_count(world.moto.url(), "shop"), 0);
+    assert_eq!(aws_cli_count(&world.upstream_url(), "shop"), 0);
     let live = world.live_by_group().await;
     assert!(live.values().all(Vec::is_empty), "{live:?}");
 }

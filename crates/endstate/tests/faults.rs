@@ -30,7 +30,7 @@ async fn a_lost_launch_answer_is_found_by_tag_and_not_launched_twice() {
     );
     assert_eq!(world.live_by_group().await["web"].len(), 4);
     assert_eq!(
-        common::aws_cli_count_all(world.moto.url()),
+        common::aws_cli_count_all(&world.upstream_url()),
         4,
         "no duplicate in moto"
     );

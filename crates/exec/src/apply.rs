@@ -90,6 +90,8 @@ pub struct Executor {
 }
 
 struct LaunchOutcome {
+    /// The journal entry of the call that launched `ids`, still open.
+    intent: Option<endstate_state::IntentId>,
     ids: Vec<String>,
     fallbacks: u32,
 }
@@ -167,11 +169,7 @@ impl Executor {
         let found = self.find_by_intent(intent.id.as_str()).await?;
         if !found.is_empty() {
             let ids: Vec<String> = found.iter().map(|i| i.id.clone()).collect();
-            session
-                .complete(
-                    &intent.id,
-                    json!({ "instances": ids, "resolved": "found by tag" }),
-                )
+            self.complete_when_visible(session, spec, intent, &ids, "found by tag")
                 .await?;
             return Ok(format!("found {} instances by tag", ids.len()));
         }
@@ -207,13 +205,27 @@ impl Executor {
             intent.id.as_str(),
         )?;
         let ids = self.send_launch(&request, intent.id.as_str()).await?;
-        session
-            .complete(
-                &intent.id,
-                json!({ "instances": ids, "resolved": "resent with the same token" }),
-            )
+        self.complete_when_visible(session, spec, intent, &ids, "resent with the same token")
             .await?;
         Ok(format!("resent with its token: {} instances", ids.len()))
+    }
+
+    /// Completes a recovered launch intent once its instances show in
+    /// DescribeInstances: until then a plan could not see them and would
+    /// launch their places again.
+    async fn complete_when_visible(
+        &self,
+        session: &Session,
+        spec: &Spec,
+        intent: &Intent,
+        ids: &[String],
+        how: &str,
+    ) -> Result<(), ExecError> {
+        self.wait_running(spec, ids, &mut ApplyReport::default())
+            .await?;
+        session
+            .complete(&intent.id, json!({ "instances": ids, "resolved": how }))
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -333,6 +345,7 @@ impl Executor {
             // Ctrl-C: a launch not yet journaled is not in flight; skip it.
             if self.cancelled() {
                 return Ok(LaunchOutcome {
+                    intent: None,
                     ids: Vec::new(),
                     fallbacks,
                 });
@@ -384,17 +397,19 @@ impl Executor {
             });
             match self.send_launch(&request, intent.id.as_str()).await {
                 Ok(ids) => {
+                    // The intent stays open (sent) until its instances
+                    // show in DescribeInstances: see `launch_phase`.
                     crate::crash::point("launch-returned");
-                    session
-                        .complete(&intent.id, json!({ "instances": ids }))
-                        .await?;
-                    crate::crash::point("launch-completed");
                     self.reporter.event(&Event::Launched {
                         group: group.name.clone(),
                         zone: zone.clone(),
                         ids: ids.clone(),
                     });
-                    return Ok(LaunchOutcome { ids, fallbacks });
+                    return Ok(LaunchOutcome {
+                        intent: Some(intent.id),
+                        ids,
+                        fallbacks,
+                    });
                 }
                 Err(error) if error.is_capacity() => {
                     session.abandon(&intent.id, &error.to_string()).await?;
@@ -454,10 +469,14 @@ impl Executor {
         }
         let mut first_error = None;
         let mut launched = Vec::new();
+        let mut open_intents = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(outcome)) => {
                     report.fallbacks += outcome.fallbacks;
+                    if let Some(intent) = outcome.intent {
+                        open_intents.push((intent, outcome.ids.clone()));
+                    }
                     launched.extend(outcome.ids);
                 }
                 Ok(Err(error)) => {
@@ -476,6 +495,14 @@ impl Executor {
         }
         self.wait_running(spec, &launched, report).await?;
         crate::crash::point("launch-waited");
+        // Only now can every later read see these instances: an intent
+        // closed earlier could, after a crash, let a plan launch them again.
+        for (intent, ids) in open_intents {
+            session
+                .complete(&intent, json!({ "instances": ids }))
+                .await?;
+        }
+        crate::crash::point("launch-completed");
         Ok(())
     }
 

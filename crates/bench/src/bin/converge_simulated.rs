@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use endstate_clock::{ScaledClock, SharedClock};
 use endstate_cloud::{serve, CloudConfig, Credentials, SimulatedConfig};
-use endstate_exec::{observe, ApplyOptions, Executor, Governor, RateLimits, RetryPolicy, Session, Silent};
+use endstate_exec::{
+    observe, ApplyOptions, Executor, Governor, RateLimits, RetryPolicy, Session, Silent,
+};
 use endstate_model::{Capacity, DisruptionBudget, Group, MetadataOptions, Provider, Spec, Zone};
 use endstate_plan::{plan, PlanOptions};
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
@@ -33,7 +35,11 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
             name: "fleet".into(),
             image_id: image.into(),
             instance_types: vec!["m5.large".into()],
-            capacity: Capacity { min: 0, desired: n, max: n },
+            capacity: Capacity {
+                min: 0,
+                desired: n,
+                max: n,
+            },
             zones: ["us-east-1a", "us-east-1b", "us-east-1c"]
                 .iter()
                 .map(|z| Zone {
@@ -84,7 +90,10 @@ async fn main() -> Result<()> {
         Arc::new(Silent),
     ));
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("state.db"), clock.clone())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        dir.path().join("state.db"),
+        clock.clone(),
+    )?);
     let spec = spec(n, &image);
     let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let executor = Executor::new(
@@ -102,7 +111,16 @@ async fn main() -> Result<()> {
     let started_ec2 = clock.now();
     let started_wall = Instant::now();
     let session = Arc::new(
-        Session::begin(store.clone(), clock.clone(), "bench", Duration::from_secs(60), RunKind::Apply, "bench", "default").await?,
+        Session::begin(
+            store.clone(),
+            clock.clone(),
+            "bench",
+            Duration::from_secs(60),
+            RunKind::Apply,
+            "bench",
+            "default",
+        )
+        .await?,
     );
     let observed = observe(governor.as_ref(), &spec.project).await?;
     let first = plan(&spec, &observed, &PlanOptions::default());
@@ -110,22 +128,38 @@ async fn main() -> Result<()> {
     let ec2_secs = (clock.now() - started_ec2).as_secs_f64();
     let wall_secs = started_wall.elapsed().as_secs_f64();
     if let Ok(session) = Arc::try_unwrap(session) {
-        session.finish(RunOutcome::Succeeded, serde_json::json!({})).await?;
+        session
+            .finish(RunOutcome::Succeeded, serde_json::json!({}))
+            .await?;
     }
     let converge_stats = governor.stats();
 
     // The no-op plan over what was just made.
-    let describes_before = converge_stats.calls.get("DescribeInstances").copied().unwrap_or(0);
+    let describes_before = converge_stats
+        .calls
+        .get("DescribeInstances")
+        .copied()
+        .unwrap_or(0);
     let read_started = Instant::now();
     let observed = observe(governor.as_ref(), &spec.project).await?;
     let read_ms = read_started.elapsed().as_secs_f64() * 1000.0;
     let plan_started = Instant::now();
     let noop = plan(&spec, &observed, &PlanOptions::default());
     let plan_ms = plan_started.elapsed().as_secs_f64() * 1000.0;
-    let pages = governor.stats().calls.get("DescribeInstances").copied().unwrap_or(0) - describes_before;
+    let pages = governor
+        .stats()
+        .calls
+        .get("DescribeInstances")
+        .copied()
+        .unwrap_or(0)
+        - describes_before;
 
     let bound = f64::from(n.saturating_sub(1_000)) / 2.0;
-    let runs = converge_stats.calls.get("RunInstances").copied().unwrap_or(0);
+    let runs = converge_stats
+        .calls
+        .get("RunInstances")
+        .copied()
+        .unwrap_or(0);
     println!("| measure | value |");
     println!("|---|---|");
     println!("| instances launched | {} |", report.launched.len());
@@ -135,9 +169,18 @@ async fn main() -> Result<()> {
         println!("| ratio to the bound | {:.3} |", ec2_secs / bound);
     }
     println!("| wall time | {wall_secs:.1} s |");
-    println!("| RunInstances calls (ceil(N/1,000) = {}) | {runs} |", n.div_ceil(1_000));
-    println!("| throttled by the cloud / retries | {} / {} |", converge_stats.throttled, converge_stats.retries);
-    println!("| no-op plan: describe pages (ceil(N/1,000) = {}) | {pages} |", n.div_ceil(1_000));
+    println!(
+        "| RunInstances calls (ceil(N/1,000) = {}) | {runs} |",
+        n.div_ceil(1_000)
+    );
+    println!(
+        "| throttled by the cloud / retries | {} / {} |",
+        converge_stats.throttled, converge_stats.retries
+    );
+    println!(
+        "| no-op plan: describe pages (ceil(N/1,000) = {}) | {pages} |",
+        n.div_ceil(1_000)
+    );
     println!("| no-op plan: reading them (HTTP, SigV4, XML; wall) | {read_ms:.0} ms |");
     println!("| no-op plan: planning (engine) | {plan_ms:.1} ms |");
     println!("| no-op plan: actions | {} |", noop.phases.len());

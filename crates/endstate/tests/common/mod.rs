@@ -17,8 +17,15 @@ use serde_json::Value;
 /// never show up in endstate's output or state.
 pub const SECRET_VALUE: &str = "s3cret-0f-the-tests";
 
+/// The EC2 endpoint behind the proxy.
+pub enum Upstream {
+    Moto(MotoServer),
+    /// The built-in cloud's simulated backend, in this process.
+    Cloud(endstate_cloud::RunningCloud),
+}
+
 pub struct World {
-    pub moto: MotoServer,
+    pub upstream: Upstream,
     pub proxy: FaultProxy,
     pub dir: tempfile::TempDir,
     pub project: String,
@@ -47,16 +54,81 @@ pub fn group(name: &str, min: u32, desired: u32, max: u32) -> GroupSpec {
 }
 
 impl World {
+    /// A world on a real moto server.
     pub async fn new(project: &str) -> Self {
-        let moto = MotoServer::start().await;
-        let proxy = FaultProxy::start(moto.url())
+        Self::on(project, Upstream::Moto(MotoServer::start().await)).await
+    }
+
+    /// A world on the built-in cloud's simulated backend with eventual
+    /// consistency: new instances stay pending for `pending` and missing
+    /// from DescribeInstances for `consistency_delay`. Signatures are
+    /// verified with the tests' credentials; images are the tests' own.
+    pub async fn with_cloud(
+        project: &str,
+        pending: std::time::Duration,
+        consistency_delay: std::time::Duration,
+    ) -> Self {
+        let mut simulated = endstate_cloud::SimulatedConfig::new("us-east-1");
+        simulated.images = [
+            "ami-0123456789abcdef0",
+            "ami-0aaaaaaaaaaaaaaa1",
+            "ami-0fedcba9876543210",
+        ]
+        .iter()
+        .map(|id| endstate_wire::Image {
+            image_id: id.to_string(),
+            name: None,
+            state: "available".into(),
+            owner_id: None,
+            architecture: None,
+            root_device_name: None,
+            creation_date: None,
+            tags: Vec::new(),
+        })
+        .collect();
+        simulated.timings.pending = pending;
+        simulated.consistency_delay = consistency_delay;
+        simulated.throttling = None;
+        let cloud = endstate_cloud::serve(endstate_cloud::CloudConfig {
+            port: 0,
+            credentials: endstate_cloud::Credentials::new().with("testing", "testing"),
+            simulated,
+            clock: endstate_clock::SystemClock::shared(),
+        })
+        .await
+        .expect("starting the simulated cloud");
+        Self::on(project, Upstream::Cloud(cloud)).await
+    }
+
+    async fn on(project: &str, upstream: Upstream) -> Self {
+        let url = match &upstream {
+            Upstream::Moto(moto) => moto.url().to_string(),
+            Upstream::Cloud(cloud) => cloud.url(),
+        };
+        let proxy = FaultProxy::start(&url)
             .await
             .expect("starting the fault proxy");
         Self {
-            moto,
+            upstream,
             proxy,
             dir: tempfile::tempdir().expect("temp dir"),
             project: project.into(),
+        }
+    }
+
+    /// The endpoint itself, not the proxy: for clients that check on endstate.
+    pub fn upstream_url(&self) -> String {
+        match &self.upstream {
+            Upstream::Moto(moto) => moto.url().to_string(),
+            Upstream::Cloud(cloud) => cloud.url(),
+        }
+    }
+
+    /// moto, for what only moto offers (resetting it).
+    pub fn moto(&self) -> &MotoServer {
+        match &self.upstream {
+            Upstream::Moto(moto) => moto,
+            Upstream::Cloud(_) => panic!("this world runs on the simulated cloud, not moto"),
         }
     }
 
