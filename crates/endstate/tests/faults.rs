@@ -95,3 +95,70 @@ async fn server_errors_on_reads_are_retried() {
     );
     assert_eq!(world.live_by_group().await["web"].len(), 2);
 }
+
+/// A run is killed once its RunInstances reached the cloud; before the rerun
+/// the group's user data changes. The rerun resends the journaled launch
+/// with its token but the new parameters; a cloud that honours ClientToken
+/// (the simulated one does, as EC2 does) answers IdempotentParameterMismatch,
+/// which means the first call landed: endstate waits for its instances by
+/// tag instead of launching others, then replaces them for the new user data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_launch_with_changed_parameters_adopts_what_the_first_call_made() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::Duration;
+
+    let world = World::with_cloud(
+        "mismatch",
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut web = group("web", 0, 2, 4);
+    web.extra = "    user_data:\n      script: |\n        #!/bin/sh\n        echo one\n".into();
+    world.write_spec(&[web.clone()]);
+    world.proxy.add_rule(Rule::once(
+        Matcher::nth_of("RunInstances", 1),
+        Fault::KillAfterForward,
+    ));
+    let mut command = world.command(&["apply", "--poll-interval", "0.05", "--rate-limits", "off"]);
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = command.spawn().expect("spawning apply");
+    world.proxy.set_kill_target(child.id());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("waiter")
+        .expect("apply");
+    assert_eq!(
+        output.status.signal(),
+        Some(9),
+        "the first apply was not killed"
+    );
+
+    web.extra = "    user_data:\n      script: |\n        #!/bin/sh\n        echo two\n".into();
+    world.write_spec(&[web]);
+    world.proxy.clear_rules();
+    let output = world
+        .run(&["apply", "--poll-interval", "0.05", "--rate-limits", "off"])
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let mismatches = world
+        .proxy
+        .requests_of("RunInstances")
+        .iter()
+        .filter(|r| r.error_code.as_deref() == Some("IdempotentParameterMismatch"))
+        .count();
+    // One per journaled launch that reached the cloud before the kill: the
+    // killed one, and its twin for the other zone if it went out too.
+    assert!(
+        (1..=2).contains(&mismatches),
+        "the resend should have met the first call's token ({mismatches} mismatches):\n{stderr}"
+    );
+    // Converged on the new user data: two live instances, and nothing else live.
+    assert_eq!(world.live_by_group().await["web"].len(), 2);
+    assert_eq!(common::aws_cli_count_all(&world.upstream_url()), 2);
+    let plan = world.ok_json(&["plan", "--json"]).await;
+    assert_eq!(plan["phases"].as_array().map(Vec::len), Some(0), "{plan}");
+}
