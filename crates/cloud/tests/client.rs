@@ -18,21 +18,9 @@ async fn describe_all(
     client: &endstate_provider::ec2::Ec2Client,
     filters: &[Filter],
 ) -> (Vec<endstate_provider::Instance>, usize) {
-    let mut all = Vec::new();
-    let mut token: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let (page, next) = client
-            .describe_instances_page(filters, token.as_deref())
-            .await
-            .unwrap();
-        pages += 1;
-        all.extend(page);
-        match next {
-            Some(next) => token = Some(next),
-            None => return (all, pages),
-        }
-    }
+    endstate_provider::describe_all(client, filters)
+        .await
+        .unwrap()
 }
 
 fn api_code(error: &ProviderError) -> (&str, u16) {

@@ -15,18 +15,7 @@ pub async fn describe_all(
     provider: &dyn Provider,
     filters: &[Filter],
 ) -> Result<Vec<Instance>, ProviderError> {
-    let mut instances = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let (page, next) = provider
-            .describe_instances_page(filters, next_token.as_deref())
-            .await?;
-        instances.extend(page);
-        match next {
-            Some(token) if !token.is_empty() => next_token = Some(token),
-            _ => return Ok(instances),
-        }
-    }
+    Ok(endstate_provider::describe_all(provider, filters).await?.0)
 }
 
 /// The project's instances, in every state but terminated.

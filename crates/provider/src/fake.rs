@@ -759,21 +759,7 @@ mod tests {
     }
 
     async fn describe_all(fake: &FakeProvider, filters: &[Filter]) -> (Vec<Instance>, usize) {
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            let (page, next) = fake
-                .describe_instances_page(filters, token.as_deref())
-                .await
-                .unwrap();
-            pages += 1;
-            all.extend(page);
-            match next {
-                Some(next) => token = Some(next),
-                None => return (all, pages),
-            }
-        }
+        crate::describe_all(fake, filters).await.unwrap()
     }
 
     #[test]

@@ -260,3 +260,25 @@ pub trait Provider: Send + Sync {
     /// DescribeAvailabilityZones: the zone names of the region.
     async fn describe_availability_zones(&self) -> Result<Vec<String>, ProviderError>;
 }
+
+/// Every page of DescribeInstances for `filters`, and how many pages (calls)
+/// that took. An empty NextToken ends the listing, as no token does.
+pub async fn describe_all(
+    provider: &dyn Provider,
+    filters: &[Filter],
+) -> Result<(Vec<Instance>, usize), ProviderError> {
+    let mut instances = Vec::new();
+    let mut next_token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = provider
+            .describe_instances_page(filters, next_token.as_deref())
+            .await?;
+        pages += 1;
+        instances.extend(page);
+        match next {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => return Ok((instances, pages)),
+        }
+    }
+}
