@@ -249,6 +249,59 @@ fn cancel_on_signals(reporter: Arc<dyn Reporter>) -> tokio::sync::watch::Receive
     receiver
 }
 
+/// What apply and destroy both work with: the governed client, the state
+/// lock held for this run, an executor that stops on Ctrl-C, and progress.
+struct Mutation {
+    provider: Arc<Governor>,
+    session: Session,
+    executor: Executor,
+    progress: Arc<Progress>,
+}
+
+/// Builds the client, takes the state lock for a run of `kind`, and wires
+/// the executor to the signals and the progress display.
+async fn begin_mutation(
+    spec: &Spec,
+    args: &SpecArgs,
+    state: &StateArgs,
+    api: &ApiArgs,
+    json: bool,
+    kind: RunKind,
+) -> Result<Mutation> {
+    let clock = SystemClock::shared();
+    let progress = Arc::new(Progress::new(json));
+    let reporter: Arc<dyn Reporter> = progress.clone();
+    let provider = provider(spec, api, Arc::clone(&reporter), Arc::clone(&clock)).await?;
+    let store = open_store(&state_path(args, state), Arc::clone(&clock))?;
+    let session = Session::begin(
+        store,
+        Arc::clone(&clock),
+        &format!("endstate {}", kind.as_str()),
+        LEASE,
+        kind,
+        &spec.hash,
+        &spec.environment,
+    )
+    .await?;
+    let cancel = cancel_on_signals(Arc::clone(&reporter));
+    let executor = Executor::new(
+        provider.clone(),
+        clock,
+        reporter,
+        ApplyOptions {
+            poll_interval: Duration::from_secs_f64(api.poll_interval.max(0.05)),
+            ..ApplyOptions::default()
+        },
+        cancel,
+    );
+    Ok(Mutation {
+        provider,
+        session,
+        executor,
+        progress,
+    })
+}
+
 async fn apply(
     saved: Option<&Path>,
     args: &SpecArgs,
@@ -264,34 +317,13 @@ async fn apply(
             bail!("the spec changed since this plan was made (hash {} now, {} in the plan); plan again", spec.hash, saved.spec_hash);
         }
     }
-    let clock = SystemClock::shared();
-    let progress = Arc::new(Progress::new(json));
-    let reporter: Arc<dyn Reporter> = progress.clone();
-    let provider = provider(&spec, api, Arc::clone(&reporter), Arc::clone(&clock)).await?;
-    let store = open_store(&state_path(args, state), Arc::clone(&clock))?;
-    let session = Arc::new(
-        Session::begin(
-            store,
-            Arc::clone(&clock),
-            "endstate apply",
-            LEASE,
-            RunKind::Apply,
-            &spec.hash,
-            &spec.environment,
-        )
-        .await?,
-    );
-    let cancel = cancel_on_signals(Arc::clone(&reporter));
-    let executor = Executor::new(
-        provider.clone(),
-        clock,
-        reporter,
-        ApplyOptions {
-            poll_interval: Duration::from_secs_f64(api.poll_interval.max(0.05)),
-            ..ApplyOptions::default()
-        },
-        cancel,
-    );
+    let Mutation {
+        provider,
+        session,
+        executor,
+        progress,
+    } = begin_mutation(&spec, args, state, api, json, RunKind::Apply).await?;
+    let session = Arc::new(session);
     let result = async {
         let recovered = executor.recover(&session, &spec).await?;
         let observed = observe(provider.as_ref(), &spec.project).await?;
@@ -387,29 +419,12 @@ async fn destroy(
     json: bool,
 ) -> Result<ExitCode> {
     let spec = Arc::new(load_spec(args)?);
-    let clock = SystemClock::shared();
-    let progress = Arc::new(Progress::new(json));
-    let reporter: Arc<dyn Reporter> = progress.clone();
-    let provider = provider(&spec, api, Arc::clone(&reporter), Arc::clone(&clock)).await?;
-    let store = open_store(&state_path(args, state), Arc::clone(&clock))?;
-    let session = Session::begin(
-        store,
-        Arc::clone(&clock),
-        "endstate destroy",
-        LEASE,
-        RunKind::Destroy,
-        &spec.hash,
-        &spec.environment,
-    )
-    .await?;
-    let cancel = cancel_on_signals(Arc::clone(&reporter));
-    let executor = Executor::new(
-        provider.clone(),
-        clock,
-        reporter,
-        ApplyOptions::default(),
-        cancel,
-    );
+    let Mutation {
+        provider,
+        session,
+        executor,
+        progress,
+    } = begin_mutation(&spec, args, state, api, json, RunKind::Destroy).await?;
     let result = async {
         // A crashed apply's launch in flight must be found first, or it would leak.
         executor.recover(&session, &spec).await?;
