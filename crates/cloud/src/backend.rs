@@ -6,12 +6,15 @@
 //! of holding instances (`simulated` is one; a `process` backend comes later).
 
 use endstate_wire::{
-    CreateTagsRequest, CreateTagsResponse, DeleteTagsRequest, DeleteTagsResponse,
+    CreateImageRequest, CreateImageResponse, CreateTagsRequest, CreateTagsResponse,
+    DeleteTagsRequest, DeleteTagsResponse, DeregisterImageRequest, DeregisterImageResponse,
     DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
     DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
-    DescribeInstancesRequest, DescribeInstancesResponse, RebootInstancesRequest,
-    RebootInstancesResponse, RunInstancesRequest, RunInstancesResponse, StartInstancesRequest,
-    StartInstancesResponse, StopInstancesRequest, StopInstancesResponse, TerminateInstancesRequest,
+    DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest,
+    GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
+    ModifyInstanceMetadataOptionsResponse, RebootInstancesRequest, RebootInstancesResponse,
+    RunInstancesRequest, RunInstancesResponse, StartInstancesRequest, StartInstancesResponse,
+    StopInstancesRequest, StopInstancesResponse, TerminateInstancesRequest,
     TerminateInstancesResponse,
 };
 
@@ -59,4 +62,32 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         &self,
         request: &DescribeInstanceStatusRequest,
     ) -> Result<DescribeInstanceStatusResponse, ApiError>;
+
+    /// The instance's console output. Backends whose instances print
+    /// nothing answer with no output.
+    fn get_console_output(
+        &self,
+        request: &GetConsoleOutputRequest,
+    ) -> Result<GetConsoleOutputResponse, ApiError> {
+        Err(unsupported("GetConsoleOutput", request))
+    }
+    fn create_image(&self, request: &CreateImageRequest) -> Result<CreateImageResponse, ApiError> {
+        Err(unsupported("CreateImage", request))
+    }
+    fn deregister_image(
+        &self,
+        request: &DeregisterImageRequest,
+    ) -> Result<DeregisterImageResponse, ApiError> {
+        Err(unsupported("DeregisterImage", request))
+    }
+    fn modify_instance_metadata_options(
+        &self,
+        request: &ModifyInstanceMetadataOptionsRequest,
+    ) -> Result<ModifyInstanceMetadataOptionsResponse, ApiError> {
+        Err(unsupported("ModifyInstanceMetadataOptions", request))
+    }
+}
+
+fn unsupported<R>(action: &str, _request: &R) -> ApiError {
+    ApiError::UnsupportedOperation(format!("{action} is not supported by this backend"))
 }

@@ -44,6 +44,12 @@ pub enum ApiError {
     /// An instance not in a state the action applies to.
     #[error("{0}")]
     IncorrectInstanceState(String),
+    /// An action this backend does not offer (EC2's `UnsupportedOperation`).
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    /// A value that breaks a rule of EC2's (a duplicate image name, ...).
+    #[error("{0}")]
+    InvalidAmiNameDuplicate(String),
     /// A token bucket is empty.
     #[error("Request limit exceeded.")]
     RequestLimitExceeded,
@@ -84,6 +90,8 @@ impl ApiError {
             ApiError::ImageIdMalformed(_) => "InvalidAMIID.Malformed",
             ApiError::IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
             ApiError::IncorrectInstanceState(_) => "IncorrectInstanceState",
+            ApiError::UnsupportedOperation(_) => "UnsupportedOperation",
+            ApiError::InvalidAmiNameDuplicate(_) => "InvalidAMIName.Duplicate",
             ApiError::RequestLimitExceeded => "RequestLimitExceeded",
             ApiError::InsufficientInstanceCapacity(_) => "InsufficientInstanceCapacity",
             ApiError::InternalError | ApiError::Internal(_) => "InternalError",
@@ -107,6 +115,8 @@ impl ApiError {
             | ApiError::ImageIdMalformed(_)
             | ApiError::IdempotentParameterMismatch(_)
             | ApiError::IncorrectInstanceState(_)
+            | ApiError::UnsupportedOperation(_)
+            | ApiError::InvalidAmiNameDuplicate(_)
             | ApiError::IncompleteSignature(_)
             | ApiError::RequestExpired => StatusCode::BAD_REQUEST,
             ApiError::AuthFailure(_) => StatusCode::UNAUTHORIZED,

@@ -258,5 +258,25 @@ fn answer(
             response.request_id = id;
             response.to_xml()
         }
+        Ec2Request::GetConsoleOutput(r) => {
+            let mut response = backend.get_console_output(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
+        Ec2Request::CreateImage(r) => {
+            let mut response = backend.create_image(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
+        Ec2Request::DeregisterImage(r) => {
+            let mut response = backend.deregister_image(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
+        Ec2Request::ModifyInstanceMetadataOptions(r) => {
+            let mut response = backend.modify_instance_metadata_options(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
     })
 }

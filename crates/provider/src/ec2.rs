@@ -491,6 +491,7 @@ pub fn run_instances_request(launch: &LaunchRequest) -> RunInstancesRequest {
             ),
             http_put_response_hop_limit: Some(u32::from(launch.metadata.hop_limit)),
             http_endpoint: Some("enabled".to_string()),
+            instance_metadata_tags: None,
         }),
         tag_specifications,
     }

@@ -20,16 +20,19 @@ pub mod xml;
 pub use error::{ErrorDetail, ErrorResponse, WireError};
 pub use form::Params;
 pub use requests::{
-    BlockDeviceMapping, CreateTagsRequest, DeleteTag, DeleteTagsRequest,
-    DescribeAvailabilityZonesRequest, DescribeImagesRequest, DescribeInstanceStatusRequest,
-    DescribeInstancesRequest, EbsBlockDevice, Ec2Request, Filter, InstanceMetadataOptions,
+    BlockDeviceMapping, CreateImageRequest, CreateTagsRequest, DeleteTag, DeleteTagsRequest,
+    DeregisterImageRequest, DescribeAvailabilityZonesRequest, DescribeImagesRequest,
+    DescribeInstanceStatusRequest, DescribeInstancesRequest, EbsBlockDevice, Ec2Request, Filter,
+    GetConsoleOutputRequest, InstanceMetadataOptions, ModifyInstanceMetadataOptionsRequest,
     RebootInstancesRequest, Request, RunInstancesRequest, StartInstancesRequest,
     StopInstancesRequest, Tag, TagSpecification, TerminateInstancesRequest, UserData, API_VERSION,
 };
 pub use responses::{
-    AvailabilityZone, CreateTagsResponse, DeleteTagsResponse, DescribeAvailabilityZonesResponse,
-    DescribeImagesResponse, DescribeInstanceStatusResponse, DescribeInstancesResponse, Image,
-    Instance, InstanceStateChange, InstanceStateInfo, InstanceStatus, RebootInstancesResponse,
-    Reservation, Response, RunInstancesResponse, StartInstancesResponse, StopInstancesResponse,
+    AvailabilityZone, CreateImageResponse, CreateTagsResponse, DeleteTagsResponse,
+    DeregisterImageResponse, DescribeAvailabilityZonesResponse, DescribeImagesResponse,
+    DescribeInstanceStatusResponse, DescribeInstancesResponse, GetConsoleOutputResponse, Image,
+    Instance, InstanceStateChange, InstanceStateInfo, InstanceStatus,
+    ModifyInstanceMetadataOptionsResponse, RebootInstancesResponse, Reservation, Response,
+    RunInstancesResponse, StartInstancesResponse, StopInstancesResponse,
     TerminateInstancesResponse,
 };

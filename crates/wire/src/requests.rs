@@ -94,6 +94,9 @@ pub struct InstanceMetadataOptions {
     pub http_put_response_hop_limit: Option<u32>,
     /// `enabled` or `disabled`.
     pub http_endpoint: Option<String>,
+    /// `enabled` or `disabled`: whether the instance's tags are served
+    /// under `meta-data/tags/instance/`.
+    pub instance_metadata_tags: Option<String>,
 }
 
 /// `TagSpecification.N`: tags applied at creation to one resource type
@@ -208,6 +211,42 @@ pub struct DescribeInstanceStatusRequest {
     pub include_all_instances: Option<bool>,
 }
 
+/// GetConsoleOutput.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GetConsoleOutputRequest {
+    pub instance_id: String,
+    /// EC2 returns only the most recent 64 KB either way; `Latest` asks for
+    /// the latest output of a running instance (Nitro only on EC2).
+    pub latest: Option<bool>,
+}
+
+/// CreateImage: an image from an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateImageRequest {
+    pub instance_id: String,
+    /// 3–128 characters, unique per account and region.
+    pub name: String,
+    pub description: Option<String>,
+    /// When false (the default), EC2 stops the instance, images it, and
+    /// starts it again.
+    pub no_reboot: Option<bool>,
+    pub tag_specifications: Vec<TagSpecification>,
+}
+
+/// DeregisterImage.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeregisterImageRequest {
+    pub image_id: String,
+}
+
+/// ModifyInstanceMetadataOptions: the options of one instance's metadata
+/// service; fields left `None` keep their value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModifyInstanceMetadataOptionsRequest {
+    pub instance_id: String,
+    pub options: InstanceMetadataOptions,
+}
+
 /// A request struct: its action name and its form parameters.
 pub trait Request: Sized {
     /// The `Action` parameter.
@@ -262,6 +301,10 @@ pub enum Ec2Request {
     StartInstances(StartInstancesRequest),
     RebootInstances(RebootInstancesRequest),
     DescribeInstanceStatus(DescribeInstanceStatusRequest),
+    GetConsoleOutput(GetConsoleOutputRequest),
+    CreateImage(CreateImageRequest),
+    DeregisterImage(DeregisterImageRequest),
+    ModifyInstanceMetadataOptions(ModifyInstanceMetadataOptionsRequest),
 }
 
 impl Ec2Request {
@@ -301,6 +344,20 @@ impl Ec2Request {
             DescribeInstanceStatusRequest::ACTION => Ec2Request::DescribeInstanceStatus(
                 DescribeInstanceStatusRequest::from_params(params)?,
             ),
+            GetConsoleOutputRequest::ACTION => {
+                Ec2Request::GetConsoleOutput(GetConsoleOutputRequest::from_params(params)?)
+            }
+            CreateImageRequest::ACTION => {
+                Ec2Request::CreateImage(CreateImageRequest::from_params(params)?)
+            }
+            DeregisterImageRequest::ACTION => {
+                Ec2Request::DeregisterImage(DeregisterImageRequest::from_params(params)?)
+            }
+            ModifyInstanceMetadataOptionsRequest::ACTION => {
+                Ec2Request::ModifyInstanceMetadataOptions(
+                    ModifyInstanceMetadataOptionsRequest::from_params(params)?,
+                )
+            }
             other => return Err(WireError::InvalidAction(other.to_string())),
         })
     }
@@ -324,6 +381,12 @@ impl Ec2Request {
             Ec2Request::StartInstances(_) => StartInstancesRequest::ACTION,
             Ec2Request::RebootInstances(_) => RebootInstancesRequest::ACTION,
             Ec2Request::DescribeInstanceStatus(_) => DescribeInstanceStatusRequest::ACTION,
+            Ec2Request::GetConsoleOutput(_) => GetConsoleOutputRequest::ACTION,
+            Ec2Request::CreateImage(_) => CreateImageRequest::ACTION,
+            Ec2Request::DeregisterImage(_) => DeregisterImageRequest::ACTION,
+            Ec2Request::ModifyInstanceMetadataOptions(_) => {
+                ModifyInstanceMetadataOptionsRequest::ACTION
+            }
         }
     }
 
@@ -341,6 +404,10 @@ impl Ec2Request {
             Ec2Request::StartInstances(r) => r.to_params(),
             Ec2Request::RebootInstances(r) => r.to_params(),
             Ec2Request::DescribeInstanceStatus(r) => r.to_params(),
+            Ec2Request::GetConsoleOutput(r) => r.to_params(),
+            Ec2Request::CreateImage(r) => r.to_params(),
+            Ec2Request::DeregisterImage(r) => r.to_params(),
+            Ec2Request::ModifyInstanceMetadataOptions(r) => r.to_params(),
         }
     }
 }
@@ -402,6 +469,30 @@ fn read_filters(params: &Params) -> Result<Vec<Filter>, WireError> {
             Ok(Filter {
                 name: params.require(&format!("Filter.{n}.Name"))?.to_string(),
                 values: params.list(&format!("Filter.{n}.Value"))?,
+            })
+        })
+        .collect()
+}
+
+fn write_tag_specifications(p: &mut Params, specifications: &[TagSpecification]) {
+    for (i, spec) in specifications.iter().enumerate() {
+        let prefix = format!("TagSpecification.{}", i + 1);
+        p.insert(
+            format!("{prefix}.ResourceType"),
+            spec.resource_type.as_str(),
+        );
+        write_tags(p, &format!("{prefix}.Tag"), &spec.tags);
+    }
+}
+
+fn read_tag_specifications(p: &Params) -> Result<Vec<TagSpecification>, WireError> {
+    p.indices("TagSpecification")?
+        .into_iter()
+        .map(|n| {
+            let prefix = format!("TagSpecification.{n}");
+            Ok(TagSpecification {
+                resource_type: p.require(&format!("{prefix}.ResourceType"))?.to_string(),
+                tags: read_tags(p, &format!("{prefix}.Tag"))?,
             })
         })
         .collect()
@@ -479,15 +570,12 @@ impl Request for RunInstancesRequest {
                 m.http_put_response_hop_limit.map(|h| h.to_string()),
             );
             p.insert_opt("MetadataOptions.HttpEndpoint", m.http_endpoint.as_deref());
-        }
-        for (i, spec) in self.tag_specifications.iter().enumerate() {
-            let prefix = format!("TagSpecification.{}", i + 1);
-            p.insert(
-                format!("{prefix}.ResourceType"),
-                spec.resource_type.as_str(),
+            p.insert_opt(
+                "MetadataOptions.InstanceMetadataTags",
+                m.instance_metadata_tags.as_deref(),
             );
-            write_tags(p, &format!("{prefix}.Tag"), &spec.tags);
         }
+        write_tag_specifications(p, &self.tag_specifications);
     }
 
     fn read_params(p: &Params) -> Result<Self, WireError> {
@@ -520,21 +608,12 @@ impl Request for RunInstancesRequest {
                 http_put_response_hop_limit: p
                     .get_u32("MetadataOptions.HttpPutResponseHopLimit")?,
                 http_endpoint: owned(p.get("MetadataOptions.HttpEndpoint")),
+                instance_metadata_tags: owned(p.get("MetadataOptions.InstanceMetadataTags")),
             })
         } else {
             None
         };
-        let tag_specifications = p
-            .indices("TagSpecification")?
-            .into_iter()
-            .map(|n| {
-                let prefix = format!("TagSpecification.{n}");
-                Ok(TagSpecification {
-                    resource_type: p.require(&format!("{prefix}.ResourceType"))?.to_string(),
-                    tags: read_tags(p, &format!("{prefix}.Tag"))?,
-                })
-            })
-            .collect::<Result<Vec<_>, WireError>>()?;
+        let tag_specifications = read_tag_specifications(p)?;
         Ok(Self {
             image_id: p.require("ImageId")?.to_string(),
             instance_type: owned(p.get("InstanceType")),
@@ -758,6 +837,104 @@ impl Request for DescribeInstanceStatusRequest {
     }
 }
 
+impl Request for GetConsoleOutputRequest {
+    const ACTION: &'static str = "GetConsoleOutput";
+    const PARAMETERS: &'static [&'static str] = &["InstanceId", "Latest"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert("InstanceId", self.instance_id.as_str());
+        p.insert_opt("Latest", self.latest.map(|l| l.to_string()));
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_id: p.require("InstanceId")?.to_string(),
+            latest: p.get_bool("Latest")?,
+        })
+    }
+}
+
+impl Request for CreateImageRequest {
+    const ACTION: &'static str = "CreateImage";
+    const PARAMETERS: &'static [&'static str] = &[
+        "InstanceId",
+        "Name",
+        "Description",
+        "NoReboot",
+        "TagSpecification",
+        "BlockDeviceMapping",
+    ];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert("InstanceId", self.instance_id.as_str());
+        p.insert("Name", self.name.as_str());
+        p.insert_opt("Description", self.description.as_deref());
+        p.insert_opt("NoReboot", self.no_reboot.map(|n| n.to_string()));
+        write_tag_specifications(p, &self.tag_specifications);
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_id: p.require("InstanceId")?.to_string(),
+            name: p.require("Name")?.to_string(),
+            description: owned(p.get("Description")),
+            no_reboot: p.get_bool("NoReboot")?,
+            tag_specifications: read_tag_specifications(p)?,
+        })
+    }
+}
+
+impl Request for DeregisterImageRequest {
+    const ACTION: &'static str = "DeregisterImage";
+    const PARAMETERS: &'static [&'static str] = &["ImageId"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert("ImageId", self.image_id.as_str());
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            image_id: p.require("ImageId")?.to_string(),
+        })
+    }
+}
+
+impl Request for ModifyInstanceMetadataOptionsRequest {
+    const ACTION: &'static str = "ModifyInstanceMetadataOptions";
+    const PARAMETERS: &'static [&'static str] = &[
+        "InstanceId",
+        "HttpTokens",
+        "HttpPutResponseHopLimit",
+        "HttpEndpoint",
+        "InstanceMetadataTags",
+        "HttpProtocolIpv6",
+    ];
+
+    fn write_params(&self, p: &mut Params) {
+        let o = &self.options;
+        p.insert("InstanceId", self.instance_id.as_str());
+        p.insert_opt("HttpTokens", o.http_tokens.as_deref());
+        p.insert_opt(
+            "HttpPutResponseHopLimit",
+            o.http_put_response_hop_limit.map(|h| h.to_string()),
+        );
+        p.insert_opt("HttpEndpoint", o.http_endpoint.as_deref());
+        p.insert_opt("InstanceMetadataTags", o.instance_metadata_tags.as_deref());
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            instance_id: p.require("InstanceId")?.to_string(),
+            options: InstanceMetadataOptions {
+                http_tokens: owned(p.get("HttpTokens")),
+                http_put_response_hop_limit: p.get_u32("HttpPutResponseHopLimit")?,
+                http_endpoint: owned(p.get("HttpEndpoint")),
+                instance_metadata_tags: owned(p.get("InstanceMetadataTags")),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -788,6 +965,7 @@ mod tests {
                 http_tokens: Some("required".into()),
                 http_put_response_hop_limit: Some(2),
                 http_endpoint: Some("enabled".into()),
+                instance_metadata_tags: Some("enabled".into()),
             }),
             tag_specifications: vec![
                 TagSpecification {
@@ -988,6 +1166,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, WireError::UnknownParameter("Force".into()));
+    }
+
+    #[test]
+    fn image_console_and_metadata_requests_roundtrip_and_dispatch() {
+        let p = roundtrip(GetConsoleOutputRequest {
+            instance_id: "i-1".into(),
+            latest: Some(true),
+        });
+        assert_eq!(p.get("Action"), Some("GetConsoleOutput"));
+        let p = roundtrip(CreateImageRequest {
+            instance_id: "i-1".into(),
+            name: "web v2".into(),
+            description: Some("baked".into()),
+            no_reboot: Some(true),
+            tag_specifications: vec![TagSpecification {
+                resource_type: "image".into(),
+                tags: vec![Tag::new("channel", "stable")],
+            }],
+        });
+        assert_eq!(p.get("TagSpecification.1.Tag.1.Key"), Some("channel"));
+        roundtrip(DeregisterImageRequest {
+            image_id: "ami-1".into(),
+        });
+        let p = roundtrip(ModifyInstanceMetadataOptionsRequest {
+            instance_id: "i-1".into(),
+            options: InstanceMetadataOptions {
+                http_tokens: Some("required".into()),
+                instance_metadata_tags: Some("enabled".into()),
+                ..InstanceMetadataOptions::default()
+            },
+        });
+        assert_eq!(p.get("HttpTokens"), Some("required"));
+        assert_eq!(p.get("HttpEndpoint"), None);
+        for form in [
+            "Action=GetConsoleOutput&Version=2016-11-15&InstanceId=i-1",
+            "Action=CreateImage&Version=2016-11-15&InstanceId=i-1&Name=n",
+            "Action=DeregisterImage&Version=2016-11-15&ImageId=ami-1",
+            "Action=ModifyInstanceMetadataOptions&Version=2016-11-15&InstanceId=i-1&HttpTokens=required",
+        ] {
+            let request = Ec2Request::from_form(form).unwrap();
+            assert_eq!(Ec2Request::from_params(&request.to_params()).unwrap(), request);
+        }
+        assert!(
+            Ec2Request::from_form("Action=CreateImage&Version=2016-11-15&InstanceId=i-1").is_err()
+        );
     }
 
     #[test]

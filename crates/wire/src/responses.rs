@@ -122,6 +122,7 @@ impl Instance {
                     .as_deref(),
             );
             w.leaf_opt("httpEndpoint", m.http_endpoint.as_deref());
+            w.leaf_opt("instanceMetadataTags", m.instance_metadata_tags.as_deref());
             w.close("metadataOptions");
         }
         w.close("item");
@@ -135,6 +136,7 @@ impl Instance {
                     http_tokens: xml::text_nonempty(m, "httpTokens"),
                     http_put_response_hop_limit: xml::number(m, "httpPutResponseHopLimit")?,
                     http_endpoint: xml::text_nonempty(m, "httpEndpoint"),
+                    instance_metadata_tags: xml::text_nonempty(m, "instanceMetadataTags"),
                 })
             })
             .transpose()?;
@@ -722,6 +724,143 @@ impl Response for DescribeAvailabilityZonesResponse {
     }
 }
 
+/// GetConsoleOutput's answer. `output` is the console text as EC2 sends it:
+/// base64 of (at most) the last 64 KiB.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GetConsoleOutputResponse {
+    pub request_id: Option<String>,
+    pub instance_id: String,
+    /// When the output was last updated (ISO 8601).
+    pub timestamp: Option<String>,
+    /// Base64; `None` when the instance has written nothing yet.
+    pub output: Option<String>,
+}
+
+impl Response for GetConsoleOutputResponse {
+    const ROOT: &'static str = "GetConsoleOutputResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.leaf("instanceId", &self.instance_id);
+        w.leaf_opt("timestamp", self.timestamp.as_deref());
+        w.leaf_opt("output", self.output.as_deref());
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            instance_id: xml::required_text(root, "instanceId")?,
+            timestamp: xml::text_nonempty(root, "timestamp"),
+            output: xml::text_nonempty(root, "output"),
+        })
+    }
+}
+
+/// CreateImage's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateImageResponse {
+    pub request_id: Option<String>,
+    pub image_id: String,
+}
+
+impl Response for CreateImageResponse {
+    const ROOT: &'static str = "CreateImageResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.leaf("imageId", &self.image_id);
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            image_id: xml::required_text(root, "imageId")?,
+        })
+    }
+}
+
+/// DeregisterImage's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeregisterImageResponse {
+    pub request_id: Option<String>,
+}
+
+impl Response for DeregisterImageResponse {
+    const ROOT: &'static str = "DeregisterImageResponse";
+
+    fn to_xml(&self) -> String {
+        write_return(Self::ROOT, &self.request_id)
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        Ok(Self {
+            request_id: read_return(Self::ROOT, text)?,
+        })
+    }
+}
+
+/// ModifyInstanceMetadataOptions' answer: the options as they now are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModifyInstanceMetadataOptionsResponse {
+    pub request_id: Option<String>,
+    pub instance_id: String,
+    pub options: InstanceMetadataOptions,
+}
+
+impl Response for ModifyInstanceMetadataOptionsResponse {
+    const ROOT: &'static str = "ModifyInstanceMetadataOptionsResponse";
+
+    fn to_xml(&self) -> String {
+        let o = &self.options;
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.leaf("instanceId", &self.instance_id);
+        w.open("instanceMetadataOptions");
+        w.leaf("state", "pending");
+        w.leaf_opt("httpTokens", o.http_tokens.as_deref());
+        w.leaf_opt(
+            "httpPutResponseHopLimit",
+            o.http_put_response_hop_limit
+                .map(|h| h.to_string())
+                .as_deref(),
+        );
+        w.leaf_opt("httpEndpoint", o.http_endpoint.as_deref());
+        w.leaf_opt("instanceMetadataTags", o.instance_metadata_tags.as_deref());
+        w.close("instanceMetadataOptions");
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        let m = xml::required_child(root, "instanceMetadataOptions")?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            instance_id: xml::required_text(root, "instanceId")?,
+            options: InstanceMetadataOptions {
+                http_tokens: xml::text_nonempty(m, "httpTokens"),
+                http_put_response_hop_limit: xml::number(m, "httpPutResponseHopLimit")?,
+                http_endpoint: xml::text_nonempty(m, "httpEndpoint"),
+                instance_metadata_tags: xml::text_nonempty(m, "instanceMetadataTags"),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -749,6 +888,7 @@ mod tests {
                 http_tokens: Some("required".into()),
                 http_put_response_hop_limit: Some(2),
                 http_endpoint: Some("enabled".into()),
+                instance_metadata_tags: None,
             }),
         }
     }
@@ -758,6 +898,33 @@ mod tests {
         let again = R::from_xml(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
         assert_eq!(again, response);
         xml
+    }
+
+    #[test]
+    fn image_console_and_metadata_responses_roundtrip() {
+        roundtrip(GetConsoleOutputResponse {
+            request_id: Some("r".into()),
+            instance_id: "i-1".into(),
+            timestamp: Some("2026-11-27T18:00:00.000Z".into()),
+            output: Some("aGVsbG8=".into()),
+        });
+        roundtrip(CreateImageResponse {
+            request_id: Some("r".into()),
+            image_id: "ami-1".into(),
+        });
+        roundtrip(DeregisterImageResponse {
+            request_id: Some("r".into()),
+        });
+        roundtrip(ModifyInstanceMetadataOptionsResponse {
+            request_id: None,
+            instance_id: "i-1".into(),
+            options: InstanceMetadataOptions {
+                http_tokens: Some("required".into()),
+                http_put_response_hop_limit: Some(2),
+                http_endpoint: Some("enabled".into()),
+                instance_metadata_tags: Some("disabled".into()),
+            },
+        });
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn instance() -> Instance {
             http_tokens: Some("required".into()),
             http_put_response_hop_limit: Some(2),
             http_endpoint: Some("enabled".into()),
+            instance_metadata_tags: Some("enabled".into()),
         }),
     }
 }
