@@ -54,12 +54,16 @@ impl Out {
         }
     }
 
-    fn secret(&mut self, r: &SecretRef) {
+    /// A secret in a block scalar whose lines are indented by `indent`.
+    fn secret(&mut self, r: &SecretRef, indent: usize) {
         if !self.text.is_empty() {
             self.parts
                 .push(UserDataPart::Text(std::mem::take(&mut self.text)));
         }
-        self.parts.push(UserDataPart::Secret(r.clone()));
+        self.parts.push(UserDataPart::IndentedSecret {
+            secret: r.clone(),
+            indent,
+        });
     }
 
     fn finish(mut self) -> Vec<UserDataPart> {
@@ -134,12 +138,12 @@ fn emit_inline(out: &mut Out, value: &Value, indent: usize) {
 }
 
 fn emit_string(out: &mut Out, parts: &[UserDataPart], indent: usize) {
-    let has_secret = parts.iter().any(|p| matches!(p, UserDataPart::Secret(_)));
+    let has_secret = parts.iter().any(|p| !matches!(p, UserDataPart::Text(_)));
     let joined: String = parts
         .iter()
         .filter_map(|p| match p {
             UserDataPart::Text(t) => Some(t.as_str()),
-            UserDataPart::Secret(_) => None,
+            UserDataPart::Secret(_) | UserDataPart::IndentedSecret { .. } => None,
         })
         .collect();
     let multi_line = joined.contains('\n') && !joined.chars().any(is_unprintable_in_block);
@@ -149,8 +153,11 @@ fn emit_string(out: &mut Out, parts: &[UserDataPart], indent: usize) {
         return;
     }
     // A literal block: no escaping is needed, so a secret's value is
-    // spliced in as it is (a single-line value is always safe here). The
-    // indentation is explicit whenever the content could start with a space.
+    // spliced in as it is, each of its line breaks followed by the block's
+    // indentation (`UserDataPart::IndentedSecret`). The indentation is
+    // explicit whenever the content could start with a space. Line breaks
+    // that end a secret ending the block are dropped with the block's own
+    // (`|-`), as a file secret's last newline is.
     let ends_with_text = matches!(parts.last(), Some(UserDataPart::Text(_)));
     let chomp = if ends_with_text && joined.ends_with("\n\n") {
         "+"
@@ -161,7 +168,7 @@ fn emit_string(out: &mut Out, parts: &[UserDataPart], indent: usize) {
     };
     let starts_with_space_or_secret = match parts.first() {
         Some(UserDataPart::Text(t)) => t.starts_with(' ') || t.starts_with('\n'),
-        Some(UserDataPart::Secret(_)) => true,
+        Some(UserDataPart::Secret(_) | UserDataPart::IndentedSecret { .. }) => true,
         None => false,
     };
     let indicator = if starts_with_space_or_secret { "2" } else { "" };
@@ -186,11 +193,11 @@ fn emit_string(out: &mut Out, parts: &[UserDataPart], indent: usize) {
                     }
                 }
             }
-            UserDataPart::Secret(r) => {
+            UserDataPart::Secret(r) | UserDataPart::IndentedSecret { secret: r, .. } => {
                 if at_line_start {
                     out.indent(content_indent);
                 }
-                out.secret(r);
+                out.secret(r, content_indent);
                 at_line_start = false;
             }
         }
@@ -354,6 +361,7 @@ mod tests {
             .map(|p| match p {
                 UserDataPart::Text(t) => t.clone(),
                 UserDataPart::Secret(r) => format!("<{r}>"),
+                UserDataPart::IndentedSecret { secret, indent } => format!("<{secret}/{indent}>"),
             })
             .collect()
     }
@@ -390,7 +398,7 @@ mod tests {
             "#cloud-config\n\
              package_update: true\n\
              packages:\n  - nginx\n  - \"on\"\n\
-             write_files:\n  - path: /etc/x\n    permissions: \"0644\"\n    content: |\n      line 1\n      line 2\n    password: |-\n      pw=<env:PW>\n\
+             write_files:\n  - path: /etc/x\n    permissions: \"0644\"\n    content: |\n      line 1\n      line 2\n    password: |-\n      pw=<env:PW/6>\n\
              retries: 3\n\
              nothing: null\n\
              empty: {}\n"

@@ -236,6 +236,7 @@ const TOP_FIELDS: &[&str] = &[
 ];
 const OVERLAY_FIELDS: &[&str] = &["provider", "variables", "secrets", "groups"];
 const AWS_FIELDS: &[&str] = &["region", "endpoint", "profile"];
+const LOCAL_FIELDS: &[&str] = &["region", "dir"];
 const GROUP_FIELDS: &[&str] = &[
     "image",
     "instance_types",
@@ -884,31 +885,29 @@ impl Loader<'_> {
     }
 
     fn provider(&mut self, node: &Node, key: Pos) -> Option<Provider> {
-        let fields = self.fields(node, key, "provider", &["aws"])?;
+        let fields = self.fields(node, key, "provider", &["aws", "local"])?;
+        if let Some(local_key) = fields.key_pos("local") {
+            if let Some(aws_key) = fields.key_pos("aws") {
+                self.error_expected(
+                    aws_key,
+                    "provider: both `aws` and `local` are configured",
+                    Some("one provider"),
+                );
+                return None;
+            }
+            return self.local_provider(fields.get("local").map(|(_, n)| n), local_key);
+        }
         let Some((aws_key, aws)) = fields.get("aws") else {
             self.error_expected(
                 value_pos(node, key),
                 "provider: no provider configured",
-                Some("aws"),
+                Some("aws or local"),
             );
             return None;
         };
         let aws = self.fields(aws, aws_key, "provider.aws", AWS_FIELDS)?;
         let region = match aws.get("region") {
-            Some((k, n)) => self
-                .string(n, k, "provider.aws.region")
-                .and_then(|(at, r)| {
-                    if is_region(&r) {
-                        Some(r)
-                    } else {
-                        self.error_expected(
-                            at,
-                            format!("invalid region `{r}`"),
-                            Some("a region name like us-east-1"),
-                        );
-                        None
-                    }
-                }),
+            Some((k, n)) => self.region_value(n, k, "provider.aws.region"),
             None => {
                 self.missing(aws_key, "provider.aws", "region");
                 None
@@ -937,6 +936,42 @@ impl Loader<'_> {
             region: region?,
             endpoint: endpoint?,
             profile: profile?,
+        })
+    }
+
+    /// `provider.local`: an empty mapping (or `{}`), or `region` and `dir`.
+    fn local_provider(&mut self, node: Option<&Node>, key: Pos) -> Option<Provider> {
+        let local = match node {
+            Some(node) => Some(self.fields(node, key, "provider.local", LOCAL_FIELDS)?),
+            None => None,
+        };
+        let region = match local.as_ref().and_then(|l| l.get("region")) {
+            Some((k, n)) => self.region_value(n, k, "provider.local.region"),
+            None => Some(crate::types::LOCAL_DEFAULT_REGION.to_string()),
+        };
+        self.region.clone_from(&region);
+        let dir = match &local {
+            Some(local) => optional_string(self, local, "dir", "provider.local.dir"),
+            None => Some(None),
+        };
+        Some(Provider::Local {
+            region: region?,
+            dir: dir?,
+        })
+    }
+
+    fn region_value(&mut self, node: &Node, key: Pos, field: &str) -> Option<String> {
+        self.string(node, key, field).and_then(|(at, r)| {
+            if is_region(&r) {
+                Some(r)
+            } else {
+                self.error_expected(
+                    at,
+                    format!("invalid region `{r}`"),
+                    Some("a region name like us-east-1"),
+                );
+                None
+            }
         })
     }
 
@@ -1750,7 +1785,7 @@ fn parts_text(parts: &[UserDataPart]) -> String {
         .iter()
         .filter_map(|p| match p {
             UserDataPart::Text(t) => Some(t.as_str()),
-            UserDataPart::Secret(_) => None,
+            UserDataPart::Secret(_) | UserDataPart::IndentedSecret { .. } => None,
         })
         .collect()
 }

@@ -137,8 +137,18 @@ pub fn json_schema() -> Value {
     let provider = json!({
         "type": "object",
         "additionalProperties": false,
-        "required": ["aws"],
+        "minProperties": 1,
+        "maxProperties": 1,
         "properties": {
+            "local": {
+                "description": "The built-in cloud on this machine, started in the background when none runs.",
+                "type": ["object", "null"],
+                "additionalProperties": false,
+                "properties": {
+                    "region": { "type": "string" },
+                    "dir": { "type": "string" }
+                }
+            },
             "aws": {
                 "type": "object",
                 "additionalProperties": false,

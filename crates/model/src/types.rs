@@ -45,7 +45,29 @@ pub enum Provider {
         /// A named profile from the shared config files.
         profile: Option<String>,
     },
+    /// The built-in cloud on this machine (`endstate cloud serve`), started
+    /// in the background when none is running.
+    Local {
+        /// The region the built-in cloud calls itself (zones are the
+        /// region's name and `a`, `b`, `c`). Default `us-east-1`.
+        region: String,
+        /// The cloud's directory (state, images, instances); `None` means
+        /// `$ENDSTATE_CLOUD_DIR`, else the user's data directory.
+        dir: Option<String>,
+    },
 }
+
+impl Provider {
+    /// The region every zone of the spec must be in.
+    pub fn region(&self) -> &str {
+        match self {
+            Provider::Aws { region, .. } | Provider::Local { region, .. } => region,
+        }
+    }
+}
+
+/// The region of `provider: local` when the spec names none.
+pub const LOCAL_DEFAULT_REGION: &str = "us-east-1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -132,6 +154,13 @@ impl std::fmt::Display for SecretRef {
 pub enum UserDataPart {
     Text(String),
     Secret(SecretRef),
+    /// A secret inside a YAML block scalar of emitted `#cloud-config`: each
+    /// line of its value after the first gets `indent` spaces, so that a
+    /// value of several lines (a PEM key) stays inside the block.
+    IndentedSecret {
+        secret: SecretRef,
+        indent: usize,
+    },
 }
 
 /// User data as resolved from the spec: the final text, as parts so that

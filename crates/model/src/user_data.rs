@@ -107,7 +107,7 @@ impl UserData {
     /// The secrets this user data needs at apply time.
     pub fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
         self.parts.iter().filter_map(|part| match part {
-            UserDataPart::Secret(r) => Some(r),
+            UserDataPart::Secret(r) | UserDataPart::IndentedSecret { secret: r, .. } => Some(r),
             UserDataPart::Text(_) => None,
         })
     }
@@ -121,6 +121,11 @@ impl UserData {
             match part {
                 UserDataPart::Text(t) => text.push_str(t),
                 UserDataPart::Secret(r) => text.push_str(&resolve_secret(r)?),
+                UserDataPart::IndentedSecret { secret, indent } => {
+                    let value = resolve_secret(secret)?;
+                    let line_break = format!("\n{}", " ".repeat(*indent));
+                    text.push_str(&value.replace('\n', &line_break));
+                }
             }
         }
         fit(text.into_bytes())
@@ -132,7 +137,8 @@ fn template_text(parts: &[UserDataPart]) -> String {
     for part in parts {
         match part {
             UserDataPart::Text(t) => text.push_str(t),
-            UserDataPart::Secret(r) => {
+            // The indentation is not shown: it follows from the text around.
+            UserDataPart::Secret(r) | UserDataPart::IndentedSecret { secret: r, .. } => {
                 // A file secret is stored by absolute path; the template (and
                 // so the launch hash) names only the file, so that the same
                 // spec run from another checkout does not look changed.
@@ -192,7 +198,7 @@ pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

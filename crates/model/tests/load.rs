@@ -399,3 +399,32 @@ mode: \"0755\"
 "
     );
 }
+
+#[test]
+fn local_provider_defaults_and_errors() {
+    const GROUPS: &str = "groups:\n  g:\n    image: ami-12345678\n    instance_type: t3.micro\n    capacity: { min: 0, desired: 1, max: 2 }\n    zones: [us-east-1a]\n";
+    let spec = ok(&format!("project: p\nprovider:\n  local:\n{GROUPS}"));
+    assert_eq!(
+        spec.provider,
+        endstate_model::Provider::Local {
+            region: "us-east-1".into(),
+            dir: None
+        }
+    );
+    let spec = ok(&format!(
+        "project: p\nprovider: {{ local: {{ region: eu-west-1, dir: /tmp/c }} }}\n{}",
+        GROUPS.replace("us-east-1a", "eu-west-1a")
+    ));
+    assert_eq!(spec.provider.region(), "eu-west-1");
+    let both = errors(&format!(
+        "project: p\nprovider:\n  local: {{}}\n  aws: {{ region: us-east-1 }}\n{GROUPS}"
+    ));
+    assert!(
+        both.contains("spec.yaml:4:3") && both.contains("both `aws` and `local`"),
+        "{both}"
+    );
+    let unknown = errors(&format!(
+        "project: p\nprovider:\n  local: {{ regoin: x }}\n{GROUPS}"
+    ));
+    assert!(unknown.contains("did you mean `region`"), "{unknown}");
+}

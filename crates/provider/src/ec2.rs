@@ -20,11 +20,14 @@ use aws_sigv4::sign::v4;
 use endstate_wire::{
     BlockDeviceMapping, CreateTagsRequest, CreateTagsResponse, DeleteTag, DeleteTagsRequest,
     DeleteTagsResponse, DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse,
-    DescribeImagesRequest, DescribeImagesResponse, DescribeInstancesRequest,
+    DescribeImagesRequest, DescribeImagesResponse, DescribeInstanceStatusRequest,
+    DescribeInstanceStatusResponse, DescribeInstancesRequest, GetConsoleOutputRequest,
+    GetConsoleOutputResponse,
     DescribeInstancesResponse, EbsBlockDevice, ErrorResponse, InstanceMetadataOptions, Request,
     Response, RunInstancesRequest, RunInstancesResponse, Tag, TagSpecification,
     TerminateInstancesRequest, TerminateInstancesResponse, UserData,
 };
+use base64::Engine as _;
 use tracing::Instrument as _;
 
 use crate::{
@@ -234,6 +237,35 @@ impl Ec2Client {
     /// Requests sent so far, per operation (failed ones included).
     pub fn request_counts(&self) -> BTreeMap<Operation, u64> {
         lock(&self.counts).clone()
+    }
+
+    /// One page of DescribeInstanceStatus (all states when
+    /// `include_all`), for status displays: the executor does not use it.
+    pub async fn describe_instance_status(
+        &self,
+        request: &DescribeInstanceStatusRequest,
+    ) -> Result<DescribeInstanceStatusResponse, ProviderError> {
+        self.call(Operation::DescribeInstanceStatus, request).await
+    }
+
+    /// An instance's console output, decoded from EC2's base64 (empty when
+    /// the instance has printed nothing yet).
+    pub async fn console_output(&self, instance_id: &str) -> Result<Vec<u8>, ProviderError> {
+        let request = GetConsoleOutputRequest {
+            instance_id: instance_id.to_string(),
+            latest: None,
+        };
+        let response: GetConsoleOutputResponse =
+            self.call(Operation::GetConsoleOutput, &request).await?;
+        let Some(output) = response.output else {
+            return Ok(Vec::new());
+        };
+        base64::engine::general_purpose::STANDARD
+            .decode(output.trim())
+            .map_err(|e| ProviderError::Decode {
+                operation: Operation::GetConsoleOutput,
+                message: format!("console output is not base64: {e}"),
+            })
     }
 
     /// Sends one request and parses its answer, in a `tracing` span that

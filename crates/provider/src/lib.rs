@@ -111,6 +111,8 @@ pub enum Operation {
     DeleteTags,
     DescribeImages,
     DescribeAvailabilityZones,
+    DescribeInstanceStatus,
+    GetConsoleOutput,
 }
 
 impl Operation {
@@ -124,6 +126,8 @@ impl Operation {
             Operation::DeleteTags => "DeleteTags",
             Operation::DescribeImages => "DescribeImages",
             Operation::DescribeAvailabilityZones => "DescribeAvailabilityZones",
+            Operation::DescribeInstanceStatus => "DescribeInstanceStatus",
+            Operation::GetConsoleOutput => "GetConsoleOutput",
         }
     }
 }
