@@ -3,7 +3,7 @@
 //! and answering with its response (the server fills in the request id).
 //!
 //! Not here: HTTP, signatures, XML — the server's — and any particular way
-//! of holding instances (`simulated` is one; a `process` backend comes later).
+//! of holding instances (`simulated` keeps records, `process` runs them).
 
 use endstate_wire::{
     CreateImageRequest, CreateImageResponse, CreateTagsRequest, CreateTagsResponse,

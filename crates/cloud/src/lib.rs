@@ -1,20 +1,26 @@
 //! The built-in cloud: an EC2-compatible Query API server ([`server`]) that
-//! verifies SigV4 signatures ([`sigv4`]) and answers from a [`Backend`];
-//! today the [`simulated`] backend, whose instances are in-memory records
-//! with EC2's lifecycle, limits and faults on a shared clock.
+//! verifies SigV4 signatures ([`sigv4`]) and answers from a [`Backend`]:
+//! the [`simulated`] backend, whose instances are in-memory records with
+//! EC2's lifecycle, limits and faults on a shared clock, or the [`process`]
+//! backend — the same core, with instances that really run as processes,
+//! images of content-addressed layers, a metadata service per instance, and
+//! its state in SQLite (`cloud.db`) so that it survives restarts.
 //!
-//! Not here yet: the `process` backend (instances that really run), the
-//! instance metadata service, persistence across restarts. The server binds
-//! to loopback only and never calls out.
+//! Not here: the command line (`endstate cloud …`), what runs inside an
+//! instance (`crates/instance`). The servers bind to loopback only and
+//! never call out.
 
 pub mod backend;
 pub mod error;
+pub mod process;
 pub mod server;
 pub mod sigv4;
 pub mod simulated;
+mod store;
 
 pub use backend::Backend;
 pub use error::{ApiError, CloudError};
+pub use process::{Isolation, ProcessBackend, ProcessConfig, ProcessError};
 pub use server::{app, serve, serve_state, CloudConfig, CloudState, RunningCloud};
 pub use sigv4::Credentials;
 pub use simulated::{Faults, SimulatedBackend, SimulatedConfig, Throttling, Timings};

@@ -9,8 +9,15 @@
 //! Instances are indexed by id, by ClientToken and by tag, so a tag-filtered
 //! DescribeInstances page costs the page, not the fleet.
 //!
-//! Not here: anything that runs (the `process` backend), persistence (the
-//! state lives and dies with the process), volumes, networks, and IMDS.
+//! This is also the one implementation of EC2's API semantics that the
+//! `process` backend reuses: a `Runtime` is told of every launch, stop,
+//! start, reboot and termination (and ends the transitional phases when it
+//! says so), and a `Journal` is handed every change so that a store can
+//! write it through and `SimulatedBackend::restore` brings the records
+//! back. The simulated backend itself has neither, and pays nothing for them.
+//!
+//! Not here: anything that runs (the `process` backend's runtime), the
+//! store itself (`store`), volumes, networks, and IMDS.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,14 +26,20 @@ use std::time::Duration;
 use endstate_clock::SharedClock;
 use endstate_wire::limits::{BucketShape, RequestClass, ResourceClass, TokenBucket};
 use endstate_wire::{
-    AvailabilityZone, CreateTagsRequest, CreateTagsResponse, DeleteTagsRequest, DeleteTagsResponse,
-    DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
-    DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
-    DescribeInstancesRequest, DescribeInstancesResponse, Filter, Image, Instance,
-    InstanceMetadataOptions, InstanceStateChange, InstanceStateInfo, InstanceStatus,
-    RebootInstancesRequest, RebootInstancesResponse, Reservation, RunInstancesRequest,
-    RunInstancesResponse, StartInstancesRequest, StartInstancesResponse, StopInstancesRequest,
-    StopInstancesResponse, Tag, TerminateInstancesRequest, TerminateInstancesResponse, UserData,
+    AvailabilityZone, CreateImageRequest, CreateImageResponse, CreateTagsRequest,
+    CreateTagsResponse, DeleteTagsRequest, DeleteTagsResponse, DescribeAvailabilityZonesRequest,
+    DescribeAvailabilityZonesResponse, DescribeImagesRequest, DescribeImagesResponse,
+    DescribeInstanceStatusRequest, DescribeInstanceStatusResponse, DescribeInstancesRequest,
+    DescribeInstancesResponse, Filter, Image, Instance, InstanceMetadataOptions,
+    InstanceStateChange, InstanceStateInfo, InstanceStatus, RebootInstancesRequest,
+    RebootInstancesResponse, Request as _, Reservation, RunInstancesRequest, RunInstancesResponse,
+    StartInstancesRequest, StartInstancesResponse, StopInstancesRequest, StopInstancesResponse,
+    Tag, TerminateInstancesRequest, TerminateInstancesResponse, UserData,
+};
+use endstate_wire::{
+    DeregisterImageRequest, DeregisterImageResponse, GetConsoleOutputRequest,
+    GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
+    ModifyInstanceMetadataOptionsResponse,
 };
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -61,6 +74,18 @@ impl Default for Timings {
             pending: Duration::from_secs(15),
             stopping: Duration::from_secs(10),
             shutting_down: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Timings {
+    /// Phases that never end on the clock: a runtime ends them (the
+    /// process backend's instances run when their top process says so).
+    pub fn runtime_driven() -> Self {
+        Self {
+            pending: Duration::MAX,
+            stopping: Duration::MAX,
+            shutting_down: Duration::MAX,
         }
     }
 }
@@ -164,7 +189,7 @@ impl SimulatedConfig {
 /// Where an instance is in its lifecycle. Transitional phases end on their
 /// own after the configured time; `state` computes which applies now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Pending,
     Running,
     Stopping,
@@ -174,7 +199,20 @@ enum Phase {
 }
 
 impl Phase {
-    fn name(self) -> &'static str {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Stopping,
+            Phase::Stopped,
+            Phase::ShuttingDown,
+            Phase::Terminated,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::Pending => "pending",
             Phase::Running => "running",
@@ -186,35 +224,34 @@ impl Phase {
     }
 
     /// Whether the instance holds capacity in its zone.
-    fn is_live(self) -> bool {
+    pub(crate) fn is_live(self) -> bool {
         matches!(self, Phase::Pending | Phase::Running)
     }
 }
 
-/// One instance. User data is kept (the metadata service will serve it) and
+/// One instance. User data is kept (the metadata service serves it) and
 /// never printed: Debug of `UserData` shows its length.
 #[derive(Debug, Clone)]
-struct InstanceRecord {
-    id: String,
-    reservation_id: Arc<str>,
-    image_id: String,
-    instance_type: String,
-    zone: String,
-    key_name: Option<String>,
-    subnet_id: Option<String>,
-    client_token: Option<String>,
-    launch_index: u32,
+pub(crate) struct InstanceRecord {
+    pub(crate) id: String,
+    pub(crate) reservation_id: Arc<str>,
+    pub(crate) image_id: String,
+    pub(crate) instance_type: String,
+    pub(crate) zone: String,
+    pub(crate) key_name: Option<String>,
+    pub(crate) subnet_id: Option<String>,
+    pub(crate) client_token: Option<String>,
+    pub(crate) launch_index: u32,
     /// Clock time of RunInstances.
-    launched: Duration,
-    phase: Phase,
+    pub(crate) launched: Duration,
+    pub(crate) phase: Phase,
     /// Clock time the phase began.
-    since: Duration,
+    pub(crate) since: Duration,
     /// Shared between the instances of one launch until one is retagged
     /// (copy on write): 100,000 instances need not hold 100,000 copies.
-    tags: Arc<BTreeMap<String, String>>,
-    metadata_options: Option<InstanceMetadataOptions>,
-    #[allow(dead_code)] // Kept for the metadata service, which reads it later.
-    user_data: Option<UserData>,
+    pub(crate) tags: Arc<BTreeMap<String, String>>,
+    pub(crate) metadata_options: Option<InstanceMetadataOptions>,
+    pub(crate) user_data: Option<UserData>,
 }
 
 impl InstanceRecord {
@@ -233,7 +270,7 @@ impl InstanceRecord {
     fn terminated_before(&self, now: Duration, t: &Timings, retention: Duration) -> bool {
         let ended = match self.phase {
             Phase::Terminated => self.since,
-            Phase::ShuttingDown => self.since + t.shutting_down,
+            Phase::ShuttingDown => self.since.saturating_add(t.shutting_down),
             _ => return false,
         };
         now.saturating_sub(ended) > retention
@@ -250,7 +287,7 @@ impl InstanceRecord {
                 Phase::ShuttingDown => t.shutting_down,
                 _ => Duration::ZERO,
             };
-            self.since += lasted;
+            self.since = self.since.saturating_add(lasted);
             self.phase = phase;
         }
     }
@@ -262,11 +299,98 @@ impl InstanceRecord {
 }
 
 /// What a ClientToken was first used with, and what it made.
-#[derive(Debug)]
-struct TokenRecord {
-    request: RunInstancesRequest,
-    reservation_id: Arc<str>,
-    seqs: Vec<u64>,
+#[derive(Debug, Clone)]
+pub(crate) struct TokenRecord {
+    pub(crate) request: RunInstancesRequest,
+    pub(crate) reservation_id: Arc<str>,
+    pub(crate) seqs: Vec<u64>,
+}
+
+impl TokenRecord {
+    /// The request as form parameters: how a journal stores it.
+    pub(crate) fn request_form(&self) -> String {
+        self.request.to_params().to_form()
+    }
+
+    pub(crate) fn request_from_form(form: &str) -> Result<RunInstancesRequest, String> {
+        let params = endstate_wire::Params::from_form(form).map_err(|e| e.to_string())?;
+        RunInstancesRequest::from_params(&params).map_err(|e| e.to_string())
+    }
+}
+
+/// An image: what DescribeImages shows, and the layers a runtime made it of
+/// (none in the simulated backend).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ImageRecord {
+    pub(crate) image: Image,
+    pub(crate) description: Option<String>,
+    /// Layer digests, top first.
+    pub(crate) layers: Vec<String>,
+}
+
+/// One change of the records, as a [`Journal`] receives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    /// An instance, and the address a runtime gave it.
+    Instance(u64, &'a InstanceRecord, Option<&'a str>),
+    Token(&'a str, &'a TokenRecord),
+    Image(&'a ImageRecord),
+    ImageGone(&'a str),
+    Counters {
+        next_seq: u64,
+        next_reservation: u64,
+    },
+}
+
+/// Where the records' changes are written through (the process backend's
+/// SQLite store). Called with the world's lock held, so changes arrive in
+/// the order they were made; one call is one transaction.
+pub(crate) trait Journal: Send + Sync + std::fmt::Debug + 'static {
+    fn write(&self, changes: &[Change<'_>]) -> Result<(), String>;
+}
+
+/// What a runtime is told of a new instance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaunchInfo<'a> {
+    pub(crate) record: &'a InstanceRecord,
+    /// The layers of the instance's image, top first.
+    pub(crate) layers: &'a [String],
+}
+
+/// What makes instances real (the process backend's processes). Told of
+/// every change after the records changed and were journaled, with the
+/// world's lock held: methods return quickly and wait on their own tasks.
+/// Transitional phases (pending, stopping, shutting-down) end when the
+/// runtime calls `SimulatedBackend::advance`.
+pub(crate) trait Runtime: Send + Sync + std::fmt::Debug + 'static {
+    /// Makes the instance and starts it; answers its address.
+    fn launch(&self, info: &LaunchInfo<'_>) -> Option<String>;
+    fn stop(&self, id: &str);
+    fn start(&self, id: &str);
+    fn reboot(&self, id: &str);
+    fn terminate(&self, id: &str);
+    /// `(system, instance)` status of a running instance, or `None` for
+    /// the default (`ok`).
+    fn status(&self, id: &str) -> Option<(String, String)>;
+    /// The instance's console output so far (`None`: nothing yet).
+    fn console_output(&self, id: &str) -> Option<Vec<u8>>;
+    /// Snapshots the instance into a new layer on top of `parent_layers`;
+    /// answers the new image's layers, top first.
+    fn create_image(&self, id: &str, parent_layers: &[String]) -> Result<Vec<String>, ApiError>;
+    /// Frees the layers of a deregistered image that nothing uses any more;
+    /// `kept`: the layers of the images that remain.
+    fn image_deregistered(&self, gone: &ImageRecord, kept: &BTreeSet<String>);
+}
+
+/// The records a journal kept, to start from again.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    pub(crate) next_seq: u64,
+    pub(crate) next_reservation: u64,
+    /// Sequence number, record, address a runtime gave it.
+    pub(crate) instances: Vec<(u64, InstanceRecord, Option<Arc<str>>)>,
+    pub(crate) tokens: Vec<(String, TokenRecord)>,
+    pub(crate) images: Vec<ImageRecord>,
 }
 
 /// Everything mutable, behind one lock.
@@ -285,6 +409,12 @@ struct World {
     request_buckets: HashMap<RequestClass, TokenBucket>,
     resource_buckets: HashMap<ResourceClass, TokenBucket>,
     rng: StdRng,
+    /// By image id: the configured images, then those CreateImage made.
+    images: BTreeMap<String, ImageRecord>,
+    /// The addresses a runtime gave instances; the others have one derived
+    /// from their sequence number (`10.x.y.z`). Kept apart from the records
+    /// so that the simulated backend's 100,000 records pay nothing for it.
+    addresses: HashMap<u64, Arc<str>>,
 }
 
 /// The simulated backend. Share it behind an `Arc`.
@@ -293,6 +423,8 @@ pub struct SimulatedBackend {
     config: SimulatedConfig,
     clock: SharedClock,
     world: Mutex<World>,
+    runtime: Option<Arc<dyn Runtime>>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 /// A bijection on u64 that makes sequential numbers look like EC2's ids.
@@ -509,6 +641,16 @@ fn instance_tags(request: &RunInstancesRequest) -> BTreeMap<String, String> {
 }
 
 impl World {
+    /// The journal's record of instance `seq`.
+    fn change(&self, seq: u64) -> Option<Change<'_>> {
+        let record = self.instances.get(&seq)?;
+        Some(Change::Instance(
+            seq,
+            record,
+            self.addresses.get(&seq).map(|a| &**a),
+        ))
+    }
+
     fn index_tag(&mut self, key: &str, value: &str, seq: u64) {
         self.by_tag
             .entry(key.to_string())
@@ -711,6 +853,19 @@ impl World {
 impl SimulatedBackend {
     /// An empty cloud on `clock`.
     pub fn new(config: SimulatedConfig, clock: SharedClock) -> Self {
+        Self::restore(config, clock, None, None, Restored::default())
+    }
+
+    /// A cloud holding `restored`'s records (the configured images first,
+    /// restored ones replacing them by id), telling `runtime` of changes
+    /// and writing them to `journal`.
+    pub(crate) fn restore(
+        config: SimulatedConfig,
+        clock: SharedClock,
+        runtime: Option<Arc<dyn Runtime>>,
+        journal: Option<Arc<dyn Journal>>,
+        restored: Restored,
+    ) -> Self {
         let now = clock.now();
         let (request_buckets, resource_buckets) = match &config.throttling {
             Some(t) => (
@@ -725,22 +880,189 @@ impl SimulatedBackend {
             ),
             None => (HashMap::new(), HashMap::new()),
         };
-        let world = World {
-            next_seq: 1,
-            next_reservation: 1,
+        let mut images: BTreeMap<String, ImageRecord> = config
+            .images
+            .iter()
+            .map(|image| {
+                (
+                    image.image_id.clone(),
+                    ImageRecord {
+                        image: image.clone(),
+                        description: None,
+                        layers: vec![],
+                    },
+                )
+            })
+            .collect();
+        images.extend(
+            restored
+                .images
+                .into_iter()
+                .map(|i| (i.image.image_id.clone(), i)),
+        );
+        let mut world = World {
+            next_seq: restored.next_seq.max(1),
+            next_reservation: restored.next_reservation.max(1),
             instances: BTreeMap::new(),
             by_id: HashMap::new(),
-            by_token: HashMap::new(),
+            by_token: restored.tokens.into_iter().collect(),
             by_tag: HashMap::new(),
             live: HashMap::new(),
             request_buckets,
             resource_buckets,
             rng: StdRng::seed_from_u64(config.faults.seed),
+            images,
+            addresses: HashMap::new(),
         };
+        for (seq, record, address) in restored.instances {
+            if let Some(address) = address {
+                world.addresses.insert(seq, address);
+            }
+            for (k, v) in record.tags.iter() {
+                world.index_tag(k, v, seq);
+            }
+            if record.phase.is_live() {
+                world.add_live(&record.zone, &record.instance_type, 1);
+            }
+            world.next_seq = world.next_seq.max(seq + 1);
+            world.by_id.insert(record.id.clone(), seq);
+            world.instances.insert(seq, record);
+        }
         Self {
             config,
             clock,
             world: Mutex::new(world),
+            runtime,
+            journal,
+        }
+    }
+
+    /// Writes `changes` through the journal, if there is one.
+    fn journal(&self, changes: &[Change<'_>]) -> Result<(), ApiError> {
+        match &self.journal {
+            None => Ok(()),
+            Some(journal) => journal
+                .write(changes)
+                .map_err(|e| ApiError::Internal(format!("the journal refused a write: {e}"))),
+        }
+    }
+
+    /// Ends a transitional phase: `id` moves from `from` to `to` if it is
+    /// in `from` (the runtime's word that a start, stop or termination
+    /// is done). Answers whether it moved.
+    pub(crate) fn advance(&self, id: &str, from: Phase, to: Phase) -> bool {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        let Some(seq) = world.by_id.get(id).copied() else {
+            return false;
+        };
+        let now = self.clock.now();
+        let timings = self.config.timings;
+        let Some(record) = world.instances.get_mut(&seq) else {
+            return false;
+        };
+        record.settle(now, &timings);
+        if record.phase != from {
+            return false;
+        }
+        let (zone, instance_type) = (record.zone.clone(), record.instance_type.clone());
+        record.enter(to, now);
+        if from.is_live() != to.is_live() {
+            world.add_live(&zone, &instance_type, if to.is_live() { 1 } else { -1 });
+        }
+        if let Some(change) = world.change(seq) {
+            if let Err(e) = self.journal(&[change]) {
+                tracing::error!(%id, error = %e, "phase change not journaled");
+            }
+        }
+        true
+    }
+
+    /// Every instance's id, sequence number and phase now (for a runtime
+    /// restoring its processes).
+    pub(crate) fn phases(&self) -> Vec<(String, Phase)> {
+        let mut guard = self.lock();
+        let now = self.clock.now();
+        let timings = self.config.timings;
+        guard
+            .instances
+            .values_mut()
+            .map(|r| {
+                r.settle(now, &timings);
+                (r.id.clone(), r.phase)
+            })
+            .collect()
+    }
+
+    /// A copy of one instance's record.
+    pub(crate) fn record(&self, id: &str) -> Option<InstanceRecord> {
+        let guard = self.lock();
+        let seq = guard.by_id.get(id)?;
+        let mut record = guard.instances.get(seq)?.clone();
+        record.settle(self.clock.now(), &self.config.timings);
+        Some(record)
+    }
+
+    /// The architecture of an image, if it is known.
+    pub(crate) fn image_architecture(&self, image_id: &str) -> Option<String> {
+        self.lock()
+            .images
+            .get(image_id)
+            .and_then(|i| i.image.architecture.clone())
+    }
+
+    /// Adds or replaces an image record (a runtime's base image, whose
+    /// layer changes when a new version builds a different tree), unless
+    /// the same record is there already.
+    pub(crate) fn put_image(&self, image: ImageRecord) -> Result<(), ApiError> {
+        let mut guard = self.lock();
+        if guard.images.get(&image.image.image_id) == Some(&image) {
+            return Ok(());
+        }
+        self.journal(&[Change::Image(&image)])?;
+        guard.images.insert(image.image.image_id.clone(), image);
+        Ok(())
+    }
+
+    /// Every layer any image uses.
+    pub(crate) fn image_layer_set(&self) -> BTreeSet<String> {
+        self.lock()
+            .images
+            .values()
+            .flat_map(|i| i.layers.iter().cloned())
+            .collect()
+    }
+
+    /// Tells the runtime to make `id` (a pending instance whose spawn never
+    /// happened, found at restore) and records its address.
+    pub(crate) fn relaunch(&self, id: &str) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        let Some(seq) = world.by_id.get(id).copied() else {
+            return;
+        };
+        let Some(record) = world.instances.get(&seq) else {
+            return;
+        };
+        let layers = world
+            .images
+            .get(&record.image_id)
+            .map(|i| i.layers.clone())
+            .unwrap_or_default();
+        let address = runtime.launch(&LaunchInfo {
+            record,
+            layers: &layers,
+        });
+        if let Some(address) = address {
+            world.addresses.insert(seq, address.into());
+        }
+        if let Some(change) = world.change(seq) {
+            if let Err(e) = self.journal(&[change]) {
+                tracing::error!(%id, error = %e, "relaunch not journaled");
+            }
         }
     }
 
@@ -797,7 +1119,7 @@ impl SimulatedBackend {
         Ok(())
     }
 
-    fn to_wire(&self, seq: u64, record: &InstanceRecord, now: Duration) -> Instance {
+    fn to_wire(&self, world: &World, seq: u64, record: &InstanceRecord, now: Duration) -> Instance {
         Instance {
             instance_id: record.id.clone(),
             image_id: record.image_id.clone(),
@@ -807,7 +1129,12 @@ impl SimulatedBackend {
             launch_time: iso_time(record.launched),
             subnet_id: record.subnet_id.clone(),
             vpc_id: None,
-            private_ip_address: Some(private_ip(seq)),
+            private_ip_address: Some(
+                world
+                    .addresses
+                    .get(&seq)
+                    .map_or_else(|| private_ip(seq), |a| a.to_string()),
+            ),
             client_token: record.client_token.clone(),
             key_name: record.key_name.clone(),
             ami_launch_index: Some(record.launch_index),
@@ -828,7 +1155,7 @@ impl SimulatedBackend {
             let Some(record) = world.instances.get(seq) else {
                 continue;
             };
-            let instance = self.to_wire(*seq, record, now);
+            let instance = self.to_wire(world, *seq, record, now);
             match out.last_mut() {
                 Some(r) if r.reservation_id == *record.reservation_id => r.instances.push(instance),
                 _ => out.push(Reservation {
@@ -841,7 +1168,7 @@ impl SimulatedBackend {
         out
     }
 
-    fn check_run(&self, request: &RunInstancesRequest) -> Result<(), ApiError> {
+    fn check_run(&self, world: &World, request: &RunInstancesRequest) -> Result<(), ApiError> {
         if request.min_count == 0 || request.min_count > request.max_count {
             return Err(ApiError::InvalidParameterValue(format!(
                 "Invalid count: MinCount ({}) must be at least 1 and at most MaxCount ({})",
@@ -851,12 +1178,7 @@ impl SimulatedBackend {
         if !is_hex_id(&request.image_id, "ami-") {
             return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
         }
-        if !self
-            .config
-            .images
-            .iter()
-            .any(|i| i.image_id == request.image_id)
-        {
+        if !world.images.contains_key(&request.image_id) {
             return Err(ApiError::ImageNotFound(request.image_id.clone()));
         }
         if let Some(t) = &request.instance_type {
@@ -916,6 +1238,7 @@ impl SimulatedBackend {
         action: &str,
         ids: &[String],
         change: impl Fn(&InstanceRecord, Phase, u32) -> Result<Option<Phase>, ApiError>,
+        effect: impl Fn(&dyn Runtime, &str, Phase, Option<Phase>),
     ) -> Result<Vec<InstanceStateChange>, ApiError> {
         if ids.is_empty() {
             return Err(
@@ -962,7 +1285,11 @@ impl SimulatedBackend {
             plan.push((seq, slot, record.id.clone(), record.phase, after));
         }
         let mut changes = Vec::with_capacity(plan.len());
+        let mut effects = Vec::new();
         for (seq, (zone, instance_type), id, before, after) in plan {
+            if self.runtime.is_some() {
+                effects.push((seq, id.clone(), before, after));
+            }
             if let Some(after) = after {
                 if before.is_live() != after.is_live() {
                     world.add_live(&zone, &instance_type, if after.is_live() { 1 } else { -1 });
@@ -977,7 +1304,38 @@ impl SimulatedBackend {
                 previous_state: InstanceStateInfo::named(before.name()),
             });
         }
+        if self.journal.is_some() {
+            let records: Vec<Change<'_>> = effects
+                .iter()
+                .filter(|(_, _, _, after)| after.is_some())
+                .filter_map(|(seq, ..)| world.change(*seq))
+                .collect();
+            self.journal(&records)?;
+        }
+        if let Some(runtime) = &self.runtime {
+            for (_, id, before, after) in &effects {
+                effect(runtime.as_ref(), id, *before, *after);
+            }
+        }
         Ok(changes)
+    }
+
+    /// The record of one instance id (well formed, existing) for an action
+    /// on it.
+    fn one_instance<'w>(world: &'w World, id: &str) -> Result<(u64, &'w InstanceRecord), ApiError> {
+        let seqs = world.lookup(&[id.to_string()], None)?;
+        seqs.first()
+            .and_then(|seq| world.instances.get(seq).map(|r| (*seq, r)))
+            .ok_or_else(|| not_found(&[id]))
+    }
+
+    /// Journals the records of `seqs` (no journal: nothing to do).
+    fn journal_instances(&self, world: &World, seqs: &[u64]) -> Result<(), ApiError> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        let changes: Vec<Change<'_>> = seqs.iter().filter_map(|s| world.change(*s)).collect();
+        self.journal(&changes)
     }
 
     fn incorrect_state(id: &str, verb: &str, phase: Phase) -> ApiError {
@@ -996,7 +1354,7 @@ impl Backend for SimulatedBackend {
         let mut guard = self.lock();
         let world = &mut *guard;
         self.admit(world, "RunInstances", false, request.max_count as usize)?;
-        self.check_run(request)?;
+        self.check_run(world, request)?;
         let now = self.clock.now();
 
         if let Some(token) = &request.client_token {
@@ -1012,7 +1370,12 @@ impl Backend for SimulatedBackend {
                     instances: previous
                         .seqs
                         .iter()
-                        .filter_map(|s| world.instances.get(s).map(|r| self.to_wire(*s, r, now)))
+                        .filter_map(|s| {
+                            world
+                                .instances
+                                .get(s)
+                                .map(|r| self.to_wire(world, *s, r, now))
+                        })
                         .collect(),
                 };
                 return Ok(RunInstancesResponse {
@@ -1093,9 +1456,67 @@ impl Backend for SimulatedBackend {
                 },
             );
         }
+        if self.journal.is_some() {
+            let mut changes: Vec<Change<'_>> =
+                seqs.iter().filter_map(|s| world.change(*s)).collect();
+            if let Some((token, record)) = request
+                .client_token
+                .as_ref()
+                .and_then(|t| world.by_token.get_key_value(t))
+            {
+                changes.push(Change::Token(token, record));
+            }
+            changes.push(Change::Counters {
+                next_seq: world.next_seq,
+                next_reservation: world.next_reservation,
+            });
+            if let Err(e) = self.journal(&changes) {
+                // Not on disk, so not launched: undo it in memory too, so
+                // that a retry with the same token launches afresh.
+                for seq in &seqs {
+                    if let Some(record) = world.instances.remove(seq) {
+                        world.by_id.remove(&record.id);
+                        for (k, v) in record.tags.iter() {
+                            world.unindex_tag(k, v, *seq);
+                        }
+                    }
+                }
+                world.add_live(&zone, &instance_type, -i64::from(count));
+                if let Some(token) = &request.client_token {
+                    world.by_token.remove(token);
+                }
+                return Err(e);
+            }
+        }
+        if let Some(runtime) = &self.runtime {
+            let layers = world
+                .images
+                .get(&request.image_id)
+                .map(|i| i.layers.clone())
+                .unwrap_or_default();
+            for seq in &seqs {
+                let Some(record) = world.instances.get(seq) else {
+                    continue;
+                };
+                let address = runtime.launch(&LaunchInfo {
+                    record,
+                    layers: &layers,
+                });
+                if let Some(address) = address {
+                    world.addresses.insert(*seq, address.into());
+                }
+            }
+            let changes: Vec<Change<'_>> = seqs.iter().filter_map(|s| world.change(*s)).collect();
+            self.journal(&changes)?;
+        }
         let instances = seqs
             .iter()
-            .filter_map(|s| world.instances.get(s).map(|r| self.to_wire(*s, r, now)))
+            .filter_map(|s| {
+                world
+                    .instances
+                    .get(s)
+                    .map(|r| self.to_wire(world, *s, r, now))
+            })
             .collect();
         Ok(RunInstancesResponse {
             request_id: None,
@@ -1152,6 +1573,11 @@ impl Backend for SimulatedBackend {
                     _ => Some(Phase::ShuttingDown),
                 })
             },
+            |runtime, id, _, after| {
+                if after == Some(Phase::ShuttingDown) {
+                    runtime.terminate(id);
+                }
+            },
         )?;
         Ok(TerminateInstancesResponse {
             request_id: None,
@@ -1170,6 +1596,11 @@ impl Backend for SimulatedBackend {
                 Phase::Running => Ok(Some(Phase::Stopping)),
                 Phase::Stopping | Phase::Stopped => Ok(None),
                 other => Err(Self::incorrect_state(&r.id, "stopped", other)),
+            },
+            |runtime, id, _, after| {
+                if after == Some(Phase::Stopping) {
+                    runtime.stop(id);
+                }
             },
         )?;
         Ok(StopInstancesResponse {
@@ -1192,6 +1623,10 @@ impl Backend for SimulatedBackend {
                 Phase::Pending | Phase::Running => Ok(None),
                 other => Err(Self::incorrect_state(&r.id, "started", other)),
             }
+        }, |runtime, id, _, after| {
+            if after == Some(Phase::Pending) {
+                runtime.start(id);
+            }
         })?;
         Ok(StartInstancesResponse {
             request_id: None,
@@ -1210,6 +1645,11 @@ impl Backend for SimulatedBackend {
             |r, phase, _| match phase {
                 Phase::Running | Phase::Pending => Ok(None),
                 other => Err(Self::incorrect_state(&r.id, "rebooted", other)),
+            },
+            |runtime, id, before, _| {
+                if before == Phase::Running {
+                    runtime.reboot(id);
+                }
             },
         )?;
         Ok(RebootInstancesResponse { request_id: None })
@@ -1240,7 +1680,8 @@ impl Backend for SimulatedBackend {
                 )));
             }
         }
-        for seq in seqs {
+        for seq in &seqs {
+            let seq = *seq;
             for tag in &request.tags {
                 let old = world.instances.get_mut(&seq).and_then(|r| {
                     Arc::make_mut(&mut r.tags).insert(tag.key.clone(), tag.value.clone())
@@ -1251,6 +1692,7 @@ impl Backend for SimulatedBackend {
                 world.index_tag(&tag.key, &tag.value, seq);
             }
         }
+        self.journal_instances(world, &seqs)?;
         Ok(CreateTagsResponse { request_id: None })
     }
 
@@ -1267,7 +1709,7 @@ impl Backend for SimulatedBackend {
             return Err(ApiError::InvalidId(other.clone()));
         }
         let seqs = world.lookup(&request.resource_ids, None)?;
-        for seq in seqs {
+        for seq in seqs.iter().copied() {
             let Some(record) = world.instances.get_mut(&seq) else {
                 continue;
             };
@@ -1291,6 +1733,7 @@ impl Backend for SimulatedBackend {
                 world.unindex_tag(&k, &v, seq);
             }
         }
+        self.journal_instances(world, &seqs)?;
         Ok(DeleteTagsResponse { request_id: None })
     }
 
@@ -1300,17 +1743,16 @@ impl Backend for SimulatedBackend {
     ) -> Result<DescribeImagesResponse, ApiError> {
         let mut guard = self.lock();
         self.admit(&mut guard, "DescribeImages", false, 0)?;
-        drop(guard);
         for id in &request.image_ids {
             if !is_hex_id(id, "ami-") {
                 return Err(ApiError::ImageIdMalformed(id.clone()));
             }
-            if !self.config.images.iter().any(|i| i.image_id == *id) {
+            if !guard.images.contains_key(id) {
                 return Err(ApiError::ImageNotFound(id.clone()));
             }
         }
         let mut images = Vec::new();
-        for image in &self.config.images {
+        for image in guard.images.values().map(|i| &i.image) {
             if !request.image_ids.is_empty() && !request.image_ids.contains(&image.image_id) {
                 continue;
             }
@@ -1418,17 +1860,20 @@ impl Backend for SimulatedBackend {
             .filter_map(|seq| world.instances.get(seq))
             .map(|r| {
                 let phase = r.phase_at(now, &self.config.timings);
-                let status = if phase == Phase::Running {
-                    "ok"
-                } else {
-                    "not-applicable"
+                let (system_status, instance_status) = match phase {
+                    Phase::Running => self
+                        .runtime
+                        .as_ref()
+                        .and_then(|rt| rt.status(&r.id))
+                        .unwrap_or_else(|| ("ok".to_string(), "ok".to_string())),
+                    _ => ("not-applicable".to_string(), "not-applicable".to_string()),
                 };
                 InstanceStatus {
                     instance_id: r.id.clone(),
                     availability_zone: r.zone.clone(),
                     state: InstanceStateInfo::named(phase.name()),
-                    system_status: status.to_string(),
-                    instance_status: status.to_string(),
+                    system_status,
+                    instance_status,
                 }
             })
             .collect();
@@ -1438,6 +1883,190 @@ impl Backend for SimulatedBackend {
             next_token,
         })
     }
+
+    fn get_console_output(
+        &self,
+        request: &GetConsoleOutputRequest,
+    ) -> Result<GetConsoleOutputResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "GetConsoleOutput", false, 0)?;
+        Self::one_instance(world, &request.instance_id)?;
+        // EC2 keeps the most recent 64 KiB.
+        const KEEP: usize = 64 * 1024;
+        let output = self
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.console_output(&request.instance_id))
+            .filter(|bytes| !bytes.is_empty())
+            .map(|bytes| {
+                let tail = &bytes[bytes.len().saturating_sub(KEEP)..];
+                UserData(tail.to_vec()).to_base64()
+            });
+        Ok(GetConsoleOutputResponse {
+            request_id: None,
+            instance_id: request.instance_id.clone(),
+            timestamp: Some(iso_time(self.clock.now())),
+            output,
+        })
+    }
+
+    fn create_image(&self, request: &CreateImageRequest) -> Result<CreateImageResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "CreateImage", false, 0)?;
+        let (_, record) = Self::one_instance(world, &request.instance_id)?;
+        let now = self.clock.now();
+        let phase = record.phase_at(now, &self.config.timings);
+        if !matches!(phase, Phase::Running | Phase::Stopped) {
+            return Err(Self::incorrect_state(&record.id, "imaged", phase));
+        }
+        if !(3..=128).contains(&request.name.chars().count()) {
+            return Err(ApiError::InvalidParameterValue(
+                "AMI names must be between 3 and 128 characters long".to_string(),
+            ));
+        }
+        if world
+            .images
+            .values()
+            .any(|i| i.image.name.as_deref() == Some(request.name.as_str()))
+        {
+            return Err(ApiError::InvalidAmiNameDuplicate(format!(
+                "AMI name {} is already in use by an existing AMI",
+                request.name
+            )));
+        }
+        let parent = world.images.get(&record.image_id);
+        let architecture = parent.and_then(|p| p.image.architecture.clone());
+        let parent_layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
+        let image_id = image_id_for(&format!("{}/{}/{:?}", record.id, request.name, now));
+        let layers = match &self.runtime {
+            Some(runtime) => runtime.create_image(&record.id, &parent_layers)?,
+            None => parent_layers,
+        };
+        let tags = request
+            .tag_specifications
+            .iter()
+            .filter(|s| s.resource_type == "image")
+            .flat_map(|s| s.tags.iter().cloned())
+            .collect();
+        let image = ImageRecord {
+            image: Image {
+                image_id: image_id.clone(),
+                name: Some(request.name.clone()),
+                state: "available".to_string(),
+                owner_id: Some(self.config.account_id.clone()),
+                architecture,
+                root_device_name: Some("/dev/xvda".to_string()),
+                creation_date: Some(iso_time(now)),
+                tags,
+            },
+            description: request.description.clone(),
+            layers,
+        };
+        self.journal(&[Change::Image(&image)])?;
+        world.images.insert(image_id.clone(), image);
+        Ok(CreateImageResponse {
+            request_id: None,
+            image_id,
+        })
+    }
+
+    fn deregister_image(
+        &self,
+        request: &DeregisterImageRequest,
+    ) -> Result<DeregisterImageResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "DeregisterImage", false, 0)?;
+        if !is_hex_id(&request.image_id, "ami-") {
+            return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
+        }
+        if !world.images.contains_key(&request.image_id) {
+            return Err(ApiError::ImageNotFound(request.image_id.clone()));
+        }
+        self.journal(&[Change::ImageGone(&request.image_id)])?;
+        if let Some(gone) = world.images.remove(&request.image_id) {
+            if let Some(runtime) = &self.runtime {
+                let kept = world
+                    .images
+                    .values()
+                    .flat_map(|i| i.layers.iter().cloned())
+                    .collect();
+                runtime.image_deregistered(&gone, &kept);
+            }
+        }
+        Ok(DeregisterImageResponse { request_id: None })
+    }
+
+    fn modify_instance_metadata_options(
+        &self,
+        request: &ModifyInstanceMetadataOptionsRequest,
+    ) -> Result<ModifyInstanceMetadataOptionsResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "ModifyInstanceMetadataOptions", false, 0)?;
+        let (seq, _) = Self::one_instance(world, &request.instance_id)?;
+        let wanted = &request.options;
+        for (name, value, allowed) in [
+            ("HttpTokens", &wanted.http_tokens, ["required", "optional"]),
+            (
+                "HttpEndpoint",
+                &wanted.http_endpoint,
+                ["enabled", "disabled"],
+            ),
+            (
+                "InstanceMetadataTags",
+                &wanted.instance_metadata_tags,
+                ["enabled", "disabled"],
+            ),
+        ] {
+            if let Some(v) = value {
+                if !allowed.contains(&v.as_str()) {
+                    return Err(ApiError::InvalidParameterValue(format!(
+                        "Value ({v}) for parameter {name} is invalid"
+                    )));
+                }
+            }
+        }
+        if let Some(hops) = wanted.http_put_response_hop_limit {
+            if !(1..=64).contains(&hops) {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "Value ({hops}) for parameter HttpPutResponseHopLimit is invalid: 1 to 64"
+                )));
+            }
+        }
+        let Some(record) = world.instances.get_mut(&seq) else {
+            return Err(not_found(&[request.instance_id.as_str()]));
+        };
+        let mut options = record.metadata_options.clone().unwrap_or_default();
+        if wanted.http_tokens.is_some() {
+            options.http_tokens = wanted.http_tokens.clone();
+        }
+        if wanted.http_put_response_hop_limit.is_some() {
+            options.http_put_response_hop_limit = wanted.http_put_response_hop_limit;
+        }
+        if wanted.http_endpoint.is_some() {
+            options.http_endpoint = wanted.http_endpoint.clone();
+        }
+        if wanted.instance_metadata_tags.is_some() {
+            options.instance_metadata_tags = wanted.instance_metadata_tags.clone();
+        }
+        record.metadata_options = Some(options.clone());
+        self.journal_instances(world, &[seq])?;
+        Ok(ModifyInstanceMetadataOptionsResponse {
+            request_id: None,
+            instance_id: request.instance_id.clone(),
+            options,
+        })
+    }
+}
+
+/// An image id from a seed: `ami-0` and 16 hex digits of its SHA-256.
+pub(crate) fn image_id_for(seed: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    format!("ami-0{}", &hex::encode(digest)[..16])
 }
 
 #[cfg(test)]
@@ -1461,6 +2090,154 @@ mod tests {
         assert!(ids.iter().all(|id| is_hex_id(id, "i-")));
         assert!(!is_hex_id("i-xyz", "i-"));
         assert!(is_hex_id("ami-12c6146b", "ami-"));
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn images_console_and_metadata_options_in_the_simulated_backend() {
+        let clock = Arc::new(endstate_clock::ManualClock::new(Duration::from_secs(
+            1_795_780_800,
+        )));
+        let backend = SimulatedBackend::new(SimulatedConfig::new("us-east-1"), clock.clone());
+        let base = backend.config().images[0].image_id.clone();
+        let run = RunInstancesRequest {
+            image_id: base.clone(),
+            instance_type: None,
+            min_count: 1,
+            max_count: 1,
+            client_token: None,
+            availability_zone: None,
+            subnet_id: None,
+            security_group_ids: vec![],
+            key_name: None,
+            iam_instance_profile_name: None,
+            user_data: None,
+            block_device_mappings: vec![],
+            metadata_options: None,
+            tag_specifications: vec![],
+        };
+        let id = backend.run_instances(&run).unwrap().reservation.instances[0]
+            .instance_id
+            .clone();
+        let create = CreateImageRequest {
+            instance_id: id.clone(),
+            name: "golden".to_string(),
+            description: None,
+            no_reboot: None,
+            tag_specifications: vec![endstate_wire::TagSpecification {
+                resource_type: "image".to_string(),
+                tags: vec![Tag::new("role", "web")],
+            }],
+        };
+        // Pending: not yet.
+        assert!(matches!(
+            backend.create_image(&create),
+            Err(ApiError::IncorrectInstanceState(_))
+        ));
+        clock.advance(Duration::from_secs(60));
+        let image = backend.create_image(&create).unwrap().image_id;
+        assert!(is_hex_id(&image, "ami-"));
+        assert!(matches!(
+            backend.create_image(&create),
+            Err(ApiError::InvalidAmiNameDuplicate(_))
+        ));
+        let described = backend
+            .describe_images(&DescribeImagesRequest {
+                image_ids: vec![image.clone()],
+                ..Default::default()
+            })
+            .unwrap()
+            .images;
+        assert_eq!(described[0].tags, vec![Tag::new("role", "web")]);
+        let mut from_image = run.clone();
+        from_image.image_id = image.clone();
+        backend.run_instances(&from_image).unwrap();
+        backend
+            .deregister_image(&DeregisterImageRequest {
+                image_id: image.clone(),
+            })
+            .unwrap();
+        assert!(matches!(
+            backend.run_instances(&from_image),
+            Err(ApiError::ImageNotFound(_))
+        ));
+        let console = backend
+            .get_console_output(&GetConsoleOutputRequest {
+                instance_id: id.clone(),
+                latest: None,
+            })
+            .unwrap();
+        assert_eq!(console.output, None);
+        let modified = backend
+            .modify_instance_metadata_options(&ModifyInstanceMetadataOptionsRequest {
+                instance_id: id.clone(),
+                options: InstanceMetadataOptions {
+                    http_tokens: Some("required".to_string()),
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        assert_eq!(modified.options.http_tokens.as_deref(), Some("required"));
+        let described = backend
+            .describe_instances(&DescribeInstancesRequest {
+                instance_ids: vec![id],
+                ..Default::default()
+            })
+            .unwrap();
+        let options = described.reservations[0].instances[0]
+            .metadata_options
+            .clone()
+            .unwrap();
+        assert_eq!(options.http_tokens.as_deref(), Some("required"));
+    }
+
+    #[derive(Debug)]
+    struct RefusingJournal;
+
+    impl Journal for RefusingJournal {
+        fn write(&self, _: &[Change<'_>]) -> Result<(), String> {
+            Err("disk full".to_string())
+        }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_launch_the_journal_refuses_is_not_kept() {
+        let clock = Arc::new(endstate_clock::ManualClock::new(Duration::from_secs(1)));
+        let backend = SimulatedBackend::restore(
+            SimulatedConfig::new("us-east-1"),
+            clock,
+            None,
+            Some(Arc::new(RefusingJournal)),
+            Restored::default(),
+        );
+        let run = RunInstancesRequest {
+            image_id: backend.config().images[0].image_id.clone(),
+            instance_type: None,
+            min_count: 2,
+            max_count: 2,
+            client_token: Some("t".to_string()),
+            availability_zone: None,
+            subnet_id: None,
+            security_group_ids: vec![],
+            key_name: None,
+            iam_instance_profile_name: None,
+            user_data: None,
+            block_device_mappings: vec![],
+            metadata_options: None,
+            tag_specifications: vec![endstate_wire::TagSpecification {
+                resource_type: "instance".to_string(),
+                tags: vec![Tag::new("k", "v")],
+            }],
+        };
+        assert!(matches!(
+            backend.run_instances(&run),
+            Err(ApiError::Internal(_))
+        ));
+        assert!(backend.is_empty());
+        let world = backend.lock();
+        assert!(world.by_token.is_empty() && world.by_tag.is_empty() && world.by_id.is_empty());
+        assert!(world.live.values().all(|n| *n == 0));
     }
 
     #[test]

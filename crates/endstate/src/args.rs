@@ -143,4 +143,105 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read this instance's metadata (run on an instance: EC2, or the
+    /// built-in cloud's, where AWS_EC2_METADATA_SERVICE_ENDPOINT names its
+    /// service). IMDSv2 tokens, through the AWS SDK's metadata client.
+    Metadata {
+        /// What to read: a path under /latest/meta-data/ (`instance-id`,
+        /// `placement/region`, `tags/instance/Name`, …), or `user-data`, or
+        /// `identity` (the signed identity document). None: a summary.
+        paths: Vec<String>,
+        /// Print as JSON (an object of path → value).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The built-in cloud: an EC2-compatible endpoint on this machine whose
+    /// instances really run.
+    Cloud {
+        #[command(subcommand)]
+        command: CloudCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudBackend {
+    /// Instances are real processes, each with its own address, root and
+    /// metadata service.
+    Process,
+    /// Instances are records with EC2's lifecycle; nothing runs.
+    Simulated,
+}
+
+impl CloudBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            CloudBackend::Process => "process",
+            CloudBackend::Simulated => "simulated",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Run the built-in cloud in the foreground (until SIGTERM or Ctrl-C).
+    Serve {
+        /// The cloud's directory (see `cloud status --help`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Port on 127.0.0.1; 0 picks a free one (written to server.json).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The region the cloud calls itself.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[arg(long, value_enum, default_value = "process")]
+        backend: CloudBackend,
+        /// Bind a host directory or file read-only into every instance of
+        /// the process backend, as HOST_PATH:INSTANCE_PATH (repeatable).
+        #[arg(long = "bind", value_name = "HOST_PATH:INSTANCE_PATH")]
+        binds: Vec<String>,
+    },
+    /// Start the built-in cloud in the background unless it runs; print its URL.
+    Start {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// Print the server's description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether it runs, where, how instances are isolated, instance counts.
+    Status {
+        /// The cloud's directory. Default: $ENDSTATE_CLOUD_DIR, else
+        /// $XDG_DATA_HOME/endstate/cloud, else ~/.local/share/endstate/cloud.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the server (its instances keep running and are re-adopted at
+    /// the next start; `endstate destroy` terminates a project's).
+    Stop {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Terminate every instance of the cloud first (all projects).
+        #[arg(long)]
+        terminate_instances: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an instance's console output (its boot log).
+    ConsoleOutput {
+        /// The instance id.
+        id: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run as an instance (the process backend starts this; not for people).
+    #[command(hide = true)]
+    InstanceInit {
+        /// The instance's directory.
+        dir: PathBuf,
+    },
 }

@@ -75,6 +75,8 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             api,
             json,
         } => status(&spec, &state, &api, json).await,
+        Command::Cloud { command } => crate::cloud::run(command).await,
+        Command::Metadata { paths, json } => crate::cloud::metadata(&paths, json).await,
     }
 }
 
@@ -143,19 +145,28 @@ fn validate(args: &SpecArgs, json: bool) -> Result<ExitCode> {
 /// The EC2 client for the spec's provider, wrapped in the governor.
 async fn provider(
     spec: &Spec,
+    spec_file: &Path,
     api: &ApiArgs,
     reporter: Arc<dyn Reporter>,
     clock: SharedClock,
 ) -> Result<Arc<Governor>> {
-    let endstate_model::Provider::Aws {
-        region,
-        endpoint,
-        profile,
-    } = &spec.provider;
-    let mut config = Ec2Config::new(region.clone());
-    config.endpoint = endpoint.clone();
-    config.profile = profile.clone();
-    let client = Ec2Client::new(config).await?;
+    let client = match &spec.provider {
+        endstate_model::Provider::Aws {
+            region,
+            endpoint,
+            profile,
+        } => {
+            let mut config = Ec2Config::new(region.clone());
+            config.endpoint = endpoint.clone();
+            config.profile = profile.clone();
+            Ec2Client::new(config).await?
+        }
+        endstate_model::Provider::Local { region, dir } => {
+            let base = spec_file.parent().unwrap_or(Path::new("."));
+            let dir = crate::cloud::resolve_dir(None, dir.as_deref().map(|d| (base, d)))?;
+            crate::cloud::ensure_running(&dir, region, true)?.client()?
+        }
+    };
     let limits = match api.rate_limits {
         RateLimitMode::Ec2 => RateLimits::ec2_defaults(),
         RateLimitMode::Off => RateLimits::unlimited(),
@@ -193,7 +204,7 @@ async fn plan_command(
 ) -> Result<ExitCode> {
     let spec = load_spec(args)?;
     let clock = SystemClock::shared();
-    let provider = provider(&spec, api, Arc::new(Silent), clock).await?;
+    let provider = provider(&spec, &args.file, api, Arc::new(Silent), clock).await?;
     let observed = observe(provider.as_ref(), &spec.project).await?;
     let plan = plan(&spec, &observed, &PlanOptions::default());
     if let Some(out) = out {
@@ -271,7 +282,14 @@ async fn begin_mutation(
     let clock = SystemClock::shared();
     let progress = Arc::new(Progress::new(json));
     let reporter: Arc<dyn Reporter> = progress.clone();
-    let provider = provider(spec, api, Arc::clone(&reporter), Arc::clone(&clock)).await?;
+    let provider = provider(
+        spec,
+        &args.file,
+        api,
+        Arc::clone(&reporter),
+        Arc::clone(&clock),
+    )
+    .await?;
     let store = open_store(&state_path(args, state), Arc::clone(&clock))?;
     let session = Session::begin(
         store,
@@ -493,7 +511,7 @@ async fn destroy(
 async fn status(args: &SpecArgs, state: &StateArgs, api: &ApiArgs, json: bool) -> Result<ExitCode> {
     let spec = load_spec(args)?;
     let clock = SystemClock::shared();
-    let provider = provider(&spec, api, Arc::new(Silent), Arc::clone(&clock)).await?;
+    let provider = provider(&spec, &args.file, api, Arc::new(Silent), Arc::clone(&clock)).await?;
     let observed: Observed = observe(provider.as_ref(), &spec.project).await?;
     let path = state_path(args, state);
     let lock = if path.exists() {
@@ -532,7 +550,7 @@ async fn status(args: &SpecArgs, state: &StateArgs, api: &ApiArgs, json: bool) -
                 "other": members.len() - running - pending,
                 "instances": members.iter().map(|i| json!({
                     "id": i.id, "zone": i.zone, "state": i.state, "type": i.instance_type,
-                    "image": i.image_id, "launch_time": i.launch_time,
+                    "image": i.image_id, "launch_time": i.launch_time, "address": i.private_ip,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -569,11 +587,12 @@ async fn status(args: &SpecArgs, state: &StateArgs, api: &ApiArgs, json: bool) -
     for row in &rows {
         for instance in row["instances"].as_array().into_iter().flatten() {
             println!(
-                "  {} {:<20} {:<12} {:<14} age {}",
+                "  {} {:<20} {:<12} {:<14} {:<15} age {}",
                 instance["id"].as_str().unwrap_or(""),
                 instance["zone"].as_str().unwrap_or(""),
                 instance["state"].as_str().unwrap_or(""),
                 instance["type"].as_str().unwrap_or(""),
+                instance["address"].as_str().unwrap_or("-"),
                 age(instance["launch_time"].as_str().unwrap_or(""), now)
             );
         }

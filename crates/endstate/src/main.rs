@@ -3,6 +3,7 @@
 //! here — planning, applying, state and the EC2 protocol are in `crates/`.
 
 mod args;
+mod cloud;
 mod commands;
 mod output;
 
@@ -10,6 +11,20 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
+    // An instance's init runs before any thread exists: it enters new
+    // namespaces, which a multi-threaded process cannot do for all of them.
+    if let args::Command::Cloud {
+        command: args::CloudCommand::InstanceInit { dir },
+    } = &cli.command
+    {
+        return match endstate_instance::init_main(dir) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: instance init: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     output::init_color(cli.no_color);
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -15,10 +15,13 @@ const STARTER: &str = r#"# endstate spec: the end state of your fleet. `endstate
 # Goes into the endstate:project tag of everything endstate creates.
 project: {project}
 
+# Where instances run. `local: {}` instead of `aws:` runs them on endstate's
+# built-in cloud on this machine (started when needed; starter image
+# ami-0e5c0f5d3b1e2a4f6).
 provider:
   aws:
     region: us-east-1
-    # An EC2-compatible endpoint (the built-in cloud, moto). Leave it out for AWS.
+    # An EC2-compatible endpoint (moto, say). Leave it out for AWS.
     # endpoint: http://127.0.0.1:5000
     # profile: dev
 

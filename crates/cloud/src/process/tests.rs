@@ -1,0 +1,494 @@
+//! The process backend with real processes and a real `cloud.db`, its
+//! instances run by a stand-in init command (a shell script that writes
+//! `status.json` as the instance runtime does, prints a boot line, leaves a
+//! child behind and sleeps), so that these tests do not depend on
+//! `crates/instance`.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use endstate_wire::{
+    CreateImageRequest, DeregisterImageRequest, DescribeImagesRequest,
+    DescribeInstanceStatusRequest, DescribeInstancesRequest, GetConsoleOutputRequest,
+    InstanceMetadataOptions, ModifyInstanceMetadataOptionsRequest, RebootInstancesRequest,
+    RunInstancesRequest, StartInstancesRequest, StopInstancesRequest, TerminateInstancesRequest,
+    UserData,
+};
+
+use super::*;
+
+/// The stand-in init: `$1` is the instance directory.
+const FAKE_INIT: &str = r#"
+dir="$1"
+echo "Cloud-init v. fake running 'modules:final' in $dir"
+printf '{"pid":%d,"boot":"booting","services":[],"updated":"now"}' $$ > "$dir/status.json.tmp"
+mv "$dir/status.json.tmp" "$dir/status.json"
+sleep 0.3
+printf '{"pid":%d,"boot":"finished","services":[],"updated":"now"}' $$ > "$dir/status.json.tmp"
+mv "$dir/status.json.tmp" "$dir/status.json"
+sleep 100000 &
+exec sleep 100000
+"#;
+
+/// Kills every process of the instances `dir` records when a test ends,
+/// passed or failed: tests leave nothing running.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(store) = Store::open(&self.0.join("cloud.db")) else {
+            return;
+        };
+        for slot in store.slots().unwrap_or_default() {
+            let tree = procfs::instance_tree(slot.process);
+            procfs::signal_all(&tree, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn config(dir: &Path, port: u16) -> ProcessConfig {
+    let mut config = ProcessConfig::new(dir);
+    config.ec2.throttling = None;
+    config.init_command = vec!["sh".into(), "-c".into(), FAKE_INIT.into(), "sh".into()];
+    config.status_interval = Duration::from_millis(200);
+    config.stop_grace = Duration::from_millis(500);
+    config.imds_port = port;
+    config.isolation = Some(Isolation::None);
+    config
+}
+
+fn run(image: &str, count: u32, token: &str) -> RunInstancesRequest {
+    RunInstancesRequest {
+        image_id: image.to_string(),
+        min_count: count,
+        max_count: count,
+        instance_type: Some("t3.micro".to_string()),
+        client_token: Some(token.to_string()),
+        user_data: Some(UserData(b"#!/bin/sh\necho hi\n".to_vec())),
+        availability_zone: None,
+        subnet_id: None,
+        security_group_ids: vec![],
+        key_name: None,
+        iam_instance_profile_name: None,
+        block_device_mappings: vec![],
+        metadata_options: None,
+        tag_specifications: vec![],
+    }
+}
+
+fn ids(backend: &ProcessBackend) -> Vec<(String, String)> {
+    backend
+        .describe_instances(&DescribeInstancesRequest::default())
+        .unwrap()
+        .reservations
+        .into_iter()
+        .flat_map(|r| r.instances)
+        .map(|i| (i.instance_id, i.state.name))
+        .collect()
+}
+
+fn state(backend: &ProcessBackend, id: &str) -> (String, String) {
+    let statuses = backend
+        .describe_instance_status(&DescribeInstanceStatusRequest {
+            instance_ids: vec![id.to_string()],
+            include_all_instances: Some(true),
+            ..Default::default()
+        })
+        .unwrap()
+        .statuses;
+    let s = &statuses[0];
+    (s.state.name.clone(), s.instance_status.clone())
+}
+
+async fn wait_for(backend: &ProcessBackend, id: &str, want: (&str, &str)) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        backend.probe_now();
+        let now = state(backend, id);
+        if now.0 == want.0 && now.1 == want.1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: {now:?}, waiting for {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn terminate_all(backend: &ProcessBackend) {
+    let live: Vec<String> = ids(backend)
+        .into_iter()
+        .filter(|(_, s)| s != "terminated")
+        .map(|(id, _)| id)
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    backend
+        .terminate_instances(&TerminateInstancesRequest {
+            instance_ids: live.clone(),
+        })
+        .unwrap();
+    for id in &live {
+        wait_for(backend, id, ("terminated", "not-applicable")).await;
+    }
+}
+
+fn kinds(backend: &ProcessBackend, id: &str) -> Vec<String> {
+    backend
+        .events(id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+async fn imds_get(addr: Ipv4Addr, port: u16, path: &str) -> (u16, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(format!("http://{addr}:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_stop_start_image_survive_a_restart_and_terminate() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let port = 21_169;
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    assert_eq!(backend.isolation(), Isolation::None);
+    let base = backend.base_image_id().to_string();
+    let images = backend
+        .describe_images(&DescribeImagesRequest::default())
+        .unwrap()
+        .images;
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].name.as_deref(), Some(BASE_IMAGE_NAME));
+
+    // Launch two; the same token again gives the same two.
+    let launched = backend.run_instances(&run(&base, 2, "tok-1")).unwrap();
+    let again = backend.run_instances(&run(&base, 2, "tok-1")).unwrap();
+    let a = launched.reservation.instances[0].instance_id.clone();
+    let b = launched.reservation.instances[1].instance_id.clone();
+    assert_eq!(
+        again
+            .reservation
+            .instances
+            .iter()
+            .map(|i| &i.instance_id)
+            .collect::<Vec<_>>(),
+        [&a, &b]
+    );
+    assert_eq!(
+        launched.reservation.instances[0]
+            .private_ip_address
+            .as_deref(),
+        Some("127.100.0.1")
+    );
+    assert_eq!(
+        launched.reservation.instances[1]
+            .private_ip_address
+            .as_deref(),
+        Some("127.100.0.2")
+    );
+    wait_for(&backend, &a, ("running", "ok")).await;
+    wait_for(&backend, &b, ("running", "ok")).await;
+
+    // The root is a copy of the base image; the console has the boot line;
+    // the user data is there, 0600.
+    let root_a = backend.instance_dir(&a).join("root");
+    assert_eq!(
+        fs::read_to_string(root_a.join("etc/hostname")).unwrap(),
+        "localhost\n"
+    );
+    let console = backend
+        .get_console_output(&GetConsoleOutputRequest {
+            instance_id: a.clone(),
+            latest: None,
+        })
+        .unwrap()
+        .output
+        .unwrap();
+    let console = String::from_utf8(UserData::from_base64(&console).unwrap().0).unwrap();
+    assert!(console.contains("Cloud-init v. fake"), "{console}");
+    let init: serde_json::Value =
+        serde_json::from_slice(&fs::read(backend.instance_dir(&a).join("init.json")).unwrap())
+            .unwrap();
+    assert_eq!(init["address"], "127.100.0.1");
+    assert_eq!(init["isolation"], "none");
+    assert_eq!(init["boot"], "first");
+    assert_eq!(
+        init["env"]["AWS_EC2_METADATA_SERVICE_ENDPOINT"],
+        format!("http://127.100.0.1:{port}/")
+    );
+
+    // Each listener answers with its own instance.
+    let addr_a = backend.address(&a).unwrap();
+    let addr_b = backend.address(&b).unwrap();
+    assert_eq!(
+        imds_get(addr_a, port, "/latest/meta-data/instance-id").await,
+        (200, a.clone())
+    );
+    assert_eq!(
+        imds_get(addr_b, port, "/latest/meta-data/local-ipv4").await,
+        (200, "127.100.0.2".to_string())
+    );
+    assert_eq!(
+        imds_get(addr_a, port, "/latest/user-data").await,
+        (200, "#!/bin/sh\necho hi\n".to_string())
+    );
+    // Tokens required, live.
+    backend
+        .modify_instance_metadata_options(&ModifyInstanceMetadataOptionsRequest {
+            instance_id: a.clone(),
+            options: InstanceMetadataOptions {
+                http_tokens: Some("required".to_string()),
+                ..Default::default()
+            },
+        })
+        .unwrap();
+    assert_eq!(
+        imds_get(addr_a, port, "/latest/meta-data/instance-id")
+            .await
+            .0,
+        401
+    );
+
+    // kill -9 of A's top process: impaired on a later probe.
+    let top_a = backend.top_process(&a).unwrap();
+    procfs::signal_all(&BTreeSet::from([top_a]), nix::sys::signal::Signal::SIGKILL);
+    wait_for(&backend, &a, ("running", "impaired")).await;
+    let events_a = kinds(&backend, &a);
+    assert_eq!(
+        events_a,
+        [
+            "spawned",
+            "running",
+            "status:initializing",
+            "status:ok",
+            "status:impaired"
+        ]
+        .iter()
+        .filter(|k| events_a.contains(&k.to_string()))
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>(),
+        "in order"
+    );
+    assert!(events_a.starts_with(&["spawned".to_string(), "running".to_string()]));
+    assert_eq!(events_a.last().map(String::as_str), Some("status:impaired"));
+
+    // Stop and start B: its root stays, it boots again.
+    fs::write(
+        backend.instance_dir(&b).join("root/srv/marker"),
+        "made on b\n",
+    )
+    .unwrap();
+    let top_b = backend.top_process(&b).unwrap();
+    backend
+        .stop_instances(&StopInstancesRequest {
+            instance_ids: vec![b.clone()],
+            force: None,
+        })
+        .unwrap();
+    wait_for(&backend, &b, ("stopped", "not-applicable")).await;
+    assert!(
+        !procfs::alive(top_b, procfs::start_time(top_b).unwrap_or(0))
+            || procfs::start_time(top_b).is_none()
+    );
+    backend
+        .start_instances(&StartInstancesRequest {
+            instance_ids: vec![b.clone()],
+        })
+        .unwrap();
+    wait_for(&backend, &b, ("running", "ok")).await;
+    let init: serde_json::Value =
+        serde_json::from_slice(&fs::read(backend.instance_dir(&b).join("init.json")).unwrap())
+            .unwrap();
+    assert_eq!(init["boot"], "again");
+    assert!(backend.instance_dir(&b).join("root/srv/marker").exists());
+    let top_b = backend.top_process(&b).unwrap();
+    backend
+        .reboot_instances(&RebootInstancesRequest {
+            instance_ids: vec![b.clone()],
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.top_process(&b).is_none_or(|p| p == top_b) {
+        assert!(Instant::now() < deadline, "reboot did not respawn");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(&backend, &b, ("running", "ok")).await;
+
+    // An image of B; an instance of it has the file.
+    let image = backend
+        .create_image(&CreateImageRequest {
+            instance_id: b.clone(),
+            name: "from-b".to_string(),
+            ..Default::default()
+        })
+        .unwrap()
+        .image_id;
+    let c = backend
+        .run_instances(&run(&image, 1, "tok-2"))
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    wait_for(&backend, &c, ("running", "ok")).await;
+    assert_eq!(
+        fs::read_to_string(backend.instance_dir(&c).join("root/srv/marker")).unwrap(),
+        "made on b\n"
+    );
+
+    // Restart: drop the backend, open the directory again.
+    let before = ids(&backend);
+    let top_b = backend.top_process(&b).unwrap();
+    drop(backend);
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    let after = ids(&backend);
+    assert_eq!(before, after, "none forgotten, none doubled");
+    assert_eq!(backend.top_process(&b), Some(top_b), "re-adopted");
+    assert_eq!(
+        state(&backend, &a),
+        ("running".to_string(), "impaired".to_string())
+    );
+    assert!(kinds(&backend, &b).contains(&"adopted".to_string()));
+    assert!(kinds(&backend, &a).contains(&"lost".to_string()));
+    wait_for(&backend, &b, ("running", "ok")).await;
+    let retried = backend.run_instances(&run(&base, 2, "tok-1")).unwrap();
+    assert_eq!(
+        retried
+            .reservation
+            .instances
+            .iter()
+            .map(|i| &i.instance_id)
+            .collect::<Vec<_>>(),
+        [&a, &b]
+    );
+    assert_eq!(ids(&backend).len(), 3);
+    let images = backend
+        .describe_images(&DescribeImagesRequest::default())
+        .unwrap()
+        .images;
+    assert_eq!(images.len(), 2);
+    assert_eq!(
+        imds_get(addr_b, port, "/latest/meta-data/instance-id").await,
+        (200, b.clone())
+    );
+
+    // Terminate: processes gone, directories gone, addresses reusable.
+    let tree_c = procfs::instance_tree(
+        backend
+            .top_process(&c)
+            .map(|p| (p, procfs::start_time(p).unwrap())),
+    );
+    assert!(tree_c.len() >= 2, "the init and its child: {tree_c:?}");
+    terminate_all(&backend).await;
+    for pid in tree_c {
+        assert!(
+            procfs::start_time(pid).is_none_or(|_| {
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(" Z "))
+            }),
+            "pid {pid} survived"
+        );
+    }
+    for id in [&a, &b, &c] {
+        assert!(!backend.instance_dir(id).exists());
+    }
+    // Deregistering the image frees its layer (no live instance uses it).
+    backend
+        .deregister_image(&DeregisterImageRequest { image_id: image })
+        .unwrap();
+    assert_eq!(
+        fs::read_dir(dir.path().join("layers")).unwrap().count(),
+        1,
+        "only the base layer is left"
+    );
+    let d = backend.run_instances(&run(&base, 1, "tok-3")).unwrap();
+    assert_eq!(
+        d.reservation.instances[0].private_ip_address.as_deref(),
+        Some("127.100.0.1"),
+        "released addresses are reused"
+    );
+    wait_for(
+        &backend,
+        &d.reservation.instances[0].instance_id,
+        ("running", "ok"),
+    )
+    .await;
+    terminate_all(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_journaled_but_never_made_is_made_at_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let port = 21_170;
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let id = backend
+        .run_instances(&run(&base, 1, "tok"))
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    wait_for(&backend, &id, ("running", "ok")).await;
+    // As if the cloud died between journaling the launch and making it:
+    // its slot and process are not recorded, its phase is pending.
+    let top = backend.top_process(&id).unwrap();
+    drop(backend);
+    procfs::signal_all(
+        &procfs::instance_tree(Some((top, procfs::start_time(top).unwrap()))),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    {
+        let store = Store::open(&dir.path().join("cloud.db")).unwrap();
+        store.release_slot(&id).unwrap();
+        let conn = store.lock();
+        conn.execute(
+            "UPDATE instances SET phase = 'pending', private_ip = NULL",
+            [],
+        )
+        .unwrap();
+    }
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    wait_for(&backend, &id, ("running", "ok")).await;
+    assert_eq!(ids(&backend).len(), 1);
+    assert!(kinds(&backend, &id).contains(&"relaunch".to_string()));
+    assert!(backend.top_process(&id).is_some_and(|p| p != top));
+    terminate_all(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_command_that_cannot_start_leaves_an_impaired_instance_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let mut config = config(dir.path(), 21_171);
+    config.init_command = vec!["/nonexistent/endstate-init".into()];
+    let backend = ProcessBackend::open(config).unwrap();
+    let base = backend.base_image_id().to_string();
+    let id = backend
+        .run_instances(&run(&base, 1, "tok"))
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    wait_for(&backend, &id, ("running", "impaired")).await;
+    let events = backend.events(&id).unwrap();
+    let failed = events.iter().find(|e| e.kind == "launch-failed").unwrap();
+    assert!(
+        failed.detail.contains("/nonexistent/endstate-init"),
+        "{failed:?}"
+    );
+    terminate_all(&backend).await;
+    assert!(!backend.instance_dir(&id).exists());
+}
