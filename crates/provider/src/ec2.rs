@@ -17,17 +17,16 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
+use base64::Engine as _;
 use endstate_wire::{
     BlockDeviceMapping, CreateTagsRequest, CreateTagsResponse, DeleteTag, DeleteTagsRequest,
     DeleteTagsResponse, DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse,
     DescribeImagesRequest, DescribeImagesResponse, DescribeInstanceStatusRequest,
-    DescribeInstanceStatusResponse, DescribeInstancesRequest, GetConsoleOutputRequest,
-    GetConsoleOutputResponse,
-    DescribeInstancesResponse, EbsBlockDevice, ErrorResponse, InstanceMetadataOptions, Request,
-    Response, RunInstancesRequest, RunInstancesResponse, Tag, TagSpecification,
-    TerminateInstancesRequest, TerminateInstancesResponse, UserData,
+    DescribeInstanceStatusResponse, DescribeInstancesRequest, DescribeInstancesResponse,
+    EbsBlockDevice, ErrorResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
+    InstanceMetadataOptions, Request, Response, RunInstancesRequest, RunInstancesResponse, Tag,
+    TagSpecification, TerminateInstancesRequest, TerminateInstancesResponse, UserData,
 };
-use base64::Engine as _;
 use tracing::Instrument as _;
 
 use crate::{
