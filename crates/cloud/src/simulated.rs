@@ -119,12 +119,35 @@ impl Throttling {
 }
 
 /// Seeded fault injection: per action, the probability that a call fails
-/// with `InternalError` (HTTP 500) before it takes effect.
+/// with `InternalError` (HTTP 500) before it takes effect; and the share of
+/// instances that fail their instance status check once running.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Faults {
     pub seed: u64,
     /// Action name (`RunInstances`, ...) → rate in 0.0..=1.0.
     pub error_rates: BTreeMap<String, f64>,
+    /// The share of instances (0.0..=1.0) whose instance status check turns
+    /// `impaired` at some moment within `failure_window` of their start
+    /// (at once when the window is zero). Which instances, and when, follow
+    /// from the seed and the instance, so a run can be replayed.
+    pub instance_failure_rate: f64,
+    pub failure_window: Duration,
+}
+
+impl Faults {
+    /// When, after it started running, instance `seq` fails its status
+    /// check — `None` if it never does.
+    fn instance_failure(&self, seq: u64) -> Option<Duration> {
+        if self.instance_failure_rate <= 0.0 {
+            return None;
+        }
+        let draw = scramble(seq ^ self.seed.rotate_left(17));
+        let unit = |x: u64| (x >> 11) as f64 / (1u64 << 53) as f64;
+        if unit(draw) >= self.instance_failure_rate {
+            return None;
+        }
+        Some(self.failure_window.mul_f64(unit(scramble(draw))))
+    }
 }
 
 /// Everything the simulated cloud is made of.
@@ -1857,15 +1880,27 @@ impl Backend for SimulatedBackend {
         )?;
         let statuses = seqs
             .iter()
-            .filter_map(|seq| world.instances.get(seq))
-            .map(|r| {
+            .filter_map(|seq| world.instances.get(seq).map(|r| (seq, r)))
+            .map(|(seq, r)| {
                 let phase = r.phase_at(now, &self.config.timings);
                 let (system_status, instance_status) = match phase {
                     Phase::Running => self
                         .runtime
                         .as_ref()
                         .and_then(|rt| rt.status(&r.id))
-                        .unwrap_or_else(|| ("ok".to_string(), "ok".to_string())),
+                        .unwrap_or_else(|| {
+                            let running_since = match r.phase {
+                                Phase::Pending => r.since + self.config.timings.pending,
+                                _ => r.since,
+                            };
+                            let failed = self
+                                .config
+                                .faults
+                                .instance_failure(*seq)
+                                .is_some_and(|after| now >= running_since + after);
+                            let instance = if failed { "impaired" } else { "ok" };
+                            ("ok".to_string(), instance.to_string())
+                        }),
                     _ => ("not-applicable".to_string(), "not-applicable".to_string()),
                 };
                 InstanceStatus {
