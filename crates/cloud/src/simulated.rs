@@ -174,6 +174,10 @@ pub struct SimulatedConfig {
     /// (zone, instance type); a pair not listed is unlimited.
     pub capacity: BTreeMap<(String, String), u32>,
     pub faults: Faults,
+    /// Mixed into instance and reservation ids, so that two clouds do not
+    /// hand out the same ids (EC2's are unique). 0 in tests, for ids that
+    /// repeat run after run.
+    pub id_salt: u64,
 }
 
 impl SimulatedConfig {
@@ -205,6 +209,7 @@ impl SimulatedConfig {
             throttling: Some(Throttling::ec2_defaults()),
             capacity: BTreeMap::new(),
             faults: Faults::default(),
+            id_salt: 0,
         }
     }
 }
@@ -455,8 +460,8 @@ fn scramble(n: u64) -> u64 {
     n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5bd1_e995_0000_0000
 }
 
-fn instance_id(seq: u64) -> String {
-    format!("i-0{:016x}", scramble(seq))
+fn instance_id(seq: u64, salt: u64) -> String {
+    format!("i-0{:016x}", scramble(seq ^ salt))
 }
 
 fn is_hex_id(id: &str, prefix: &str) -> bool {
@@ -1436,8 +1441,11 @@ impl Backend for SimulatedBackend {
         }
         let count = request.max_count.min(left);
 
-        let reservation_id: Arc<str> =
-            format!("r-0{:016x}", scramble(world.next_reservation ^ 0xa5a5)).into();
+        let reservation_id: Arc<str> = format!(
+            "r-0{:016x}",
+            scramble(world.next_reservation ^ 0xa5a5 ^ self.config.id_salt)
+        )
+        .into();
         world.next_reservation += 1;
         let tags = Arc::new(instance_tags(request));
         let mut seqs = Vec::with_capacity(count as usize);
@@ -1445,7 +1453,7 @@ impl Backend for SimulatedBackend {
             let seq = world.next_seq;
             world.next_seq += 1;
             let record = InstanceRecord {
-                id: instance_id(seq),
+                id: instance_id(seq, self.config.id_salt),
                 reservation_id: reservation_id.clone(),
                 image_id: request.image_id.clone(),
                 instance_type: instance_type.clone(),
@@ -2120,7 +2128,10 @@ mod tests {
 
     #[test]
     fn ids_look_like_ec2_and_are_unique() {
-        let ids: BTreeSet<String> = (1..10_000).map(instance_id).collect();
+        let ids: BTreeSet<String> = (1..10_000).map(|n| instance_id(n, 0)).collect();
+        let salted: BTreeSet<String> = (1..10_000).map(|n| instance_id(n, 0x5eed)).collect();
+        assert_eq!(salted.len(), 9_999, "unique under a salt too");
+        assert!(ids.is_disjoint(&salted), "another salt, other ids");
         assert_eq!(ids.len(), 9_999);
         assert!(ids.iter().all(|id| is_hex_id(id, "i-")));
         assert!(!is_hex_id("i-xyz", "i-"));

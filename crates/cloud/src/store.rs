@@ -237,6 +237,27 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// This cloud's id salt: made at the first open, the same ever after.
+    pub(crate) fn id_salt(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let stored: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'id_salt'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(salt) = stored {
+            return Ok(u64::from_ne_bytes(salt.to_ne_bytes()));
+        }
+        let salt = rand::random::<u64>();
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('id_salt', ?1)",
+            [i64::from_ne_bytes(salt.to_ne_bytes())],
+        )?;
+        Ok(salt)
+    }
+
     /// Everything the core needs to start again.
     pub(crate) fn load(&self) -> Result<Restored, StoreError> {
         let conn = self.lock();
@@ -548,7 +569,7 @@ mod tests {
         );
         store.set_process("i-f", Some((42, 7))).unwrap();
         let slots = store.slots().unwrap();
-        assert_eq!(slots.len(), 4);
+        assert_eq!(slots.len(), 5);
         assert_eq!(slots[0].process, Some((42, 7)));
         assert_eq!(slots[0].layers, vec!["l1".to_string()]);
     }

@@ -292,6 +292,12 @@ fn open_backend(
             // A cloud for one user on one machine: EC2's limits would only
             // slow them down. Benchmarks set their own.
             config.throttling = None;
+            config.id_salt = u64::from_ne_bytes(
+                *uuid::Uuid::new_v4()
+                    .as_bytes()
+                    .first_chunk()
+                    .unwrap_or(&[0; 8]),
+            );
             config.timings = endstate_cloud::Timings {
                 pending: Duration::from_secs(1),
                 stopping: Duration::from_secs(1),

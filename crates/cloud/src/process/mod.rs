@@ -265,6 +265,7 @@ impl ProcessBackend {
         let mut ec2 = config.ec2;
         ec2.images.clear();
         ec2.timings = Timings::runtime_driven();
+        ec2.id_salt = store.id_salt()?;
         let restored = store.load()?;
         let core = Arc::new(SimulatedBackend::restore(
             ec2,
