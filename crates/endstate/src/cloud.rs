@@ -269,6 +269,17 @@ fn running(dir: &Path) -> Result<Option<ServerInfo>> {
     Ok(answers.then_some(info))
 }
 
+/// The running server of `dir` with the credentials to call it.
+fn running_endpoint(dir: &Path) -> Result<Option<LocalEndpoint>> {
+    let Some(info) = running(dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(LocalEndpoint {
+        credentials: load_or_create_credentials(dir)?,
+        info,
+    }))
+}
+
 /// The backend `serve` runs, and the words `cloud status` uses for it.
 struct Served {
     backend: Arc<dyn Backend>,
@@ -397,7 +408,7 @@ async fn serve(
         info.url,
         dir.display()
     );
-    wait_for_stop_signal().await;
+    crate::commands::stop_signal().await;
     eprintln!("endstate cloud: stopping");
     // Only our own description is removed: the lock proves it is ours.
     std::fs::remove_file(dir.join(SERVER_FILE)).ok();
@@ -406,35 +417,19 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
-
 /// The built-in cloud of `dir`: the running one, or one started now in the
 /// background (`endstate cloud serve`, its output in `cloud.log`).
 pub fn ensure_running(dir: &Path, region: &str, announce: bool) -> Result<LocalEndpoint> {
     create_dir(dir)?;
-    if let Some(info) = running(dir)? {
-        if info.region != region {
+    if let Some(endpoint) = running_endpoint(dir)? {
+        if endpoint.info.region != region {
             bail!(
                 "the built-in cloud of {} runs region {}, the spec asks for {region}; stop it (endstate cloud stop) or use another directory",
                 dir.display(),
-                info.region
+                endpoint.info.region
             );
         }
-        let credentials = load_or_create_credentials(dir)?;
-        return Ok(LocalEndpoint { info, credentials });
+        return Ok(endpoint);
     }
     let exe = std::env::current_exe().context("finding the endstate binary")?;
     let log_path = dir.join(LOG_FILE);
@@ -457,23 +452,21 @@ pub fn ensure_running(dir: &Path, region: &str, announce: bool) -> Result<LocalE
         .context("starting the built-in cloud")?;
     let started = Instant::now();
     loop {
-        if let Some(info) = running(dir)? {
+        if let Some(endpoint) = running_endpoint(dir)? {
             if announce {
                 eprintln!(
                     "Started the built-in cloud at {} (pid {}, directory {}); `endstate cloud stop` stops it.",
-                    info.url,
-                    info.pid,
+                    endpoint.info.url,
+                    endpoint.info.pid,
                     dir.display()
                 );
             }
-            let credentials = load_or_create_credentials(dir)?;
-            return Ok(LocalEndpoint { info, credentials });
+            return Ok(endpoint);
         }
         if let Some(status) = child.try_wait()? {
             // Another command may have started one at the same moment.
-            if let Some(info) = running(dir)? {
-                let credentials = load_or_create_credentials(dir)?;
-                return Ok(LocalEndpoint { info, credentials });
+            if let Some(endpoint) = running_endpoint(dir)? {
+                return Ok(endpoint);
             }
             bail!(
                 "the built-in cloud exited ({status}) before it was ready; see {}",
@@ -493,11 +486,8 @@ pub fn ensure_running(dir: &Path, region: &str, announce: bool) -> Result<LocalE
 
 /// The running endpoint, or an error saying how to start one.
 fn require_running(dir: &Path) -> Result<LocalEndpoint> {
-    match running(dir)? {
-        Some(info) => Ok(LocalEndpoint {
-            info,
-            credentials: load_or_create_credentials(dir)?,
-        }),
+    match running_endpoint(dir)? {
+        Some(endpoint) => Ok(endpoint),
         None => bail!(
             "the built-in cloud of {} is not running; start it with `endstate cloud start` (or any command on a spec whose provider is local)",
             dir.display()
@@ -506,17 +496,13 @@ fn require_running(dir: &Path) -> Result<LocalEndpoint> {
 }
 
 async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
-    let Some(info) = running(dir)? else {
+    let Some(endpoint) = running_endpoint(dir)? else {
         if json {
             println!("{}", json!({ "running": false, "dir": dir }));
         } else {
             println!("not running (directory {})", dir.display());
         }
         return Ok(ExitCode::SUCCESS);
-    };
-    let endpoint = LocalEndpoint {
-        credentials: load_or_create_credentials(dir)?,
-        info,
     };
     let client = endpoint.client()?;
     let (instances, _) = endstate_provider::describe_all(&client, &[]).await?;
@@ -561,12 +547,8 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
 /// Terminates every live instance of the running cloud and waits until
 /// each is terminated. The number terminated.
 async fn terminate_all(dir: &Path) -> Result<usize> {
-    let Some(info) = running(dir)? else {
+    let Some(endpoint) = running_endpoint(dir)? else {
         return Ok(0);
-    };
-    let endpoint = LocalEndpoint {
-        credentials: load_or_create_credentials(dir)?,
-        info,
     };
     let client = endpoint.client()?;
     let live_filter = [endstate_provider::Filter {

@@ -23,6 +23,32 @@ pub trait Response: Sized {
     fn from_xml(text: &str) -> Result<Self, WireError>;
 }
 
+/// A response that carries nothing but `<return>true</return>`: its struct
+/// and both directions.
+macro_rules! return_response {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            pub request_id: Option<String>,
+        }
+
+        impl Response for $name {
+            const ROOT: &'static str = stringify!($name);
+
+            fn to_xml(&self) -> String {
+                write_return(Self::ROOT, &self.request_id)
+            }
+
+            fn from_xml(text: &str) -> Result<Self, WireError> {
+                Ok(Self {
+                    request_id: read_return(Self::ROOT, text)?,
+                })
+            }
+        }
+    };
+}
+
 /// `instanceState` / `currentState` / `previousState`: EC2's numeric code
 /// and name (`0 pending`, `16 running`, `32 shutting-down`, `48 terminated`,
 /// `64 stopping`, `80 stopped`).
@@ -421,25 +447,10 @@ impl Response for StartInstancesResponse {
     }
 }
 
-/// RebootInstances' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RebootInstancesResponse {
-    pub request_id: Option<String>,
-}
-
-impl Response for RebootInstancesResponse {
-    const ROOT: &'static str = "RebootInstancesResponse";
-
-    fn to_xml(&self) -> String {
-        write_return(Self::ROOT, &self.request_id)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        Ok(Self {
-            request_id: read_return(Self::ROOT, text)?,
-        })
-    }
-}
+return_response!(
+    /// RebootInstances' answer.
+    RebootInstancesResponse
+);
 
 /// One instance of DescribeInstanceStatus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -552,45 +563,15 @@ fn read_return(root_name: &str, text: &str) -> Result<Option<String>, WireError>
     Ok(read_request_id(root))
 }
 
-/// CreateTags' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CreateTagsResponse {
-    pub request_id: Option<String>,
-}
+return_response!(
+    /// CreateTags' answer.
+    CreateTagsResponse
+);
 
-impl Response for CreateTagsResponse {
-    const ROOT: &'static str = "CreateTagsResponse";
-
-    fn to_xml(&self) -> String {
-        write_return(Self::ROOT, &self.request_id)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        Ok(Self {
-            request_id: read_return(Self::ROOT, text)?,
-        })
-    }
-}
-
-/// DeleteTags' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeleteTagsResponse {
-    pub request_id: Option<String>,
-}
-
-impl Response for DeleteTagsResponse {
-    const ROOT: &'static str = "DeleteTagsResponse";
-
-    fn to_xml(&self) -> String {
-        write_return(Self::ROOT, &self.request_id)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        Ok(Self {
-            request_id: read_return(Self::ROOT, text)?,
-        })
-    }
-}
+return_response!(
+    /// DeleteTags' answer.
+    DeleteTagsResponse
+);
 
 /// One image of DescribeImages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -791,25 +772,10 @@ impl Response for CreateImageResponse {
     }
 }
 
-/// DeregisterImage's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeregisterImageResponse {
-    pub request_id: Option<String>,
-}
-
-impl Response for DeregisterImageResponse {
-    const ROOT: &'static str = "DeregisterImageResponse";
-
-    fn to_xml(&self) -> String {
-        write_return(Self::ROOT, &self.request_id)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        Ok(Self {
-            request_id: read_return(Self::ROOT, text)?,
-        })
-    }
-}
+return_response!(
+    /// DeregisterImage's answer.
+    DeregisterImageResponse
+);
 
 /// ModifyInstanceMetadataOptions' answer: the options as they now are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
