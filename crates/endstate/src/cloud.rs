@@ -157,12 +157,8 @@ pub async fn run(command: CloudCommand) -> Result<ExitCode> {
             json,
         } => {
             let dir = resolve_dir(dir.as_deref(), None)?;
-            let terminated = if terminate_instances {
-                terminate_all(&dir).await?
-            } else {
-                0
-            };
-            stop(&dir, terminated, json)
+            let left = before_stop(&dir, terminate_instances).await?;
+            stop(&dir, left, json)
         }
         CloudCommand::ConsoleOutput { id, dir } => {
             console_output(&resolve_dir(dir.as_deref(), None)?, &id).await
@@ -544,30 +540,48 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Terminates every live instance of the running cloud and waits until
-/// each is terminated. The number terminated.
-async fn terminate_all(dir: &Path) -> Result<usize> {
+/// The ids of the running cloud's live instances (all projects).
+async fn live_instances(client: &Ec2Client) -> Result<Vec<String>> {
+    let live = [endstate_provider::Filter::new(
+        "instance-state-name",
+        ["pending", "running", "stopping", "stopped", "shutting-down"],
+    )];
+    let (found, _) = endstate_provider::describe_all(client, &live).await?;
+    Ok(found.into_iter().map(|i| i.id).collect())
+}
+
+/// What `stop` leaves behind: instances terminated first, or still live.
+#[derive(Debug, Clone, Copy, Default)]
+struct Left {
+    terminated: usize,
+    live: usize,
+}
+
+/// Terminates (when asked) every live instance of the running cloud and
+/// waits until each is terminated; counts what is left live.
+async fn before_stop(dir: &Path, terminate: bool) -> Result<Left> {
     let Some(endpoint) = running_endpoint(dir)? else {
-        return Ok(0);
+        return Ok(Left::default());
     };
     let client = endpoint.client()?;
-    let live_filter = [endstate_provider::Filter {
-        name: "instance-state-name".to_string(),
-        values: ["pending", "running", "stopping", "stopped", "shutting-down"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    }];
-    let (live, _) = endstate_provider::describe_all(&client, &live_filter).await?;
-    let ids: Vec<String> = live.iter().map(|i| i.id.clone()).collect();
+    let ids = live_instances(&client).await?;
+    if !terminate {
+        return Ok(Left {
+            terminated: 0,
+            live: ids.len(),
+        });
+    }
     for chunk in ids.chunks(1000) {
         endstate_provider::Provider::terminate_instances(&client, chunk).await?;
     }
     let started = Instant::now();
     loop {
-        let (left, _) = endstate_provider::describe_all(&client, &live_filter).await?;
+        let left = live_instances(&client).await?;
         if left.is_empty() {
-            return Ok(ids.len());
+            return Ok(Left {
+                terminated: ids.len(),
+                live: 0,
+            });
         }
         if started.elapsed() > STOP_TIMEOUT {
             bail!(
@@ -580,7 +594,7 @@ async fn terminate_all(dir: &Path) -> Result<usize> {
     }
 }
 
-fn stop(dir: &Path, terminated: usize, json: bool) -> Result<ExitCode> {
+fn stop(dir: &Path, left: Left, json: bool) -> Result<ExitCode> {
     let Some(info) = running(dir)? else {
         if json {
             println!("{}", json!({ "stopped": false, "running": false }));
@@ -608,15 +622,23 @@ fn stop(dir: &Path, terminated: usize, json: bool) -> Result<ExitCode> {
     if json {
         println!(
             "{}",
-            json!({ "stopped": true, "pid": info.pid, "terminated": terminated })
+            json!({
+                "stopped": true, "pid": info.pid,
+                "terminated": left.terminated, "live": left.live,
+            })
         );
     } else {
-        let instances = if terminated > 0 {
-            "its instances were terminated"
+        let instances = if left.terminated > 0 {
+            format!("its {} instances were terminated first", left.terminated)
+        } else if left.live == 0 {
+            "it had no live instances".to_string()
         } else if info.backend == "simulated" {
-            "its simulated instances ended with it"
+            format!("its {} simulated instances ended with it", left.live)
         } else {
-            "its instances keep running and are re-adopted at the next start"
+            format!(
+                "its {} live instances keep running and are re-adopted at the next start",
+                left.live
+            )
         };
         println!("stopped the built-in cloud (pid {}); {instances}", info.pid);
     }
