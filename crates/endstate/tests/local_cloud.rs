@@ -193,6 +193,43 @@ fn instance_processes() -> Vec<(u32, u32)> {
     found
 }
 
+/// The top process of the instance whose directory is `dir`: the
+/// `instance-init` process for it whose parent is not one too (PID 1 of
+/// the instance runs the same command line, as the top process's child).
+fn top_process(dir: &Path) -> u32 {
+    let wanted = dir.to_string_lossy().to_string();
+    let mut found: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.iter().any(|a| a == "instance-init") && args.iter().any(|a| *a == wanted) {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            found.push((pid, ppid));
+        }
+    }
+    let pids: Vec<u32> = found.iter().map(|(p, _)| *p).collect();
+    let tops: Vec<u32> = found
+        .iter()
+        .filter(|(_, ppid)| !pids.contains(ppid))
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(tops.len(), 1, "one top process for {wanted}: {found:?}");
+    tops[0]
+}
+
 /// (id, address) of the running instances `status --json` lists.
 fn running_instances(status: &Value) -> Vec<(String, String)> {
     let mut found = Vec::new();
@@ -271,6 +308,19 @@ fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
             "{id} died with the server"
         );
     }
+    // While no server watches, one instance dies.
+    let (dead_id, dead_address) = before[0].clone();
+    let top = top_process(&local.cloud_dir.path().join("instances").join(&dead_id));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(top).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(
+        "the dead instance stops answering",
+        Duration::from_secs(10),
+        || http_get(&dead_address, 8080).is_none(),
+    );
     local.ok(&["cloud", "start"]);
     let after = running_instances(&local.ok_json(&["status"]));
     assert_eq!(
@@ -279,19 +329,33 @@ fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
     );
     let all = tokio_block_on(async { describe_all(&local.client(), &[]).await.unwrap().0 });
     assert_eq!(all.len(), 3, "no instance doubled: {all:?}");
-    for (id, address) in &before {
+    for (id, address) in &before[1..] {
         assert!(
             http_get(address, 8080).is_some(),
             "{id} stopped answering after the restart"
         );
     }
+    // The one that died meanwhile is known, running, and failing its
+    // status check; the others pass theirs.
+    let statuses = tokio_block_on(async {
+        local
+            .client()
+            .describe_instance_status(&endstate_wire::DescribeInstanceStatusRequest {
+                include_all_instances: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .statuses
+    });
+    for (id, _) in &before {
+        let status = statuses.iter().find(|s| &s.instance_id == id).unwrap();
+        let expected = if *id == dead_id { "impaired" } else { "ok" };
+        assert_eq!(status.instance_status, expected, "{id}: {status:?}");
+    }
     // Another plan is empty: the fleet is as declared.
     let plan = local.ok_json(&["plan"]);
-    assert_eq!(
-        plan["groups"][0]["actions"].as_array().map_or(0, Vec::len),
-        0,
-        "{plan}"
-    );
+    assert_eq!(plan["phases"].as_array().map(Vec::len), Some(0), "{plan}");
 
     local.ok(&["destroy", "--yes"]);
     wait_until(
