@@ -210,7 +210,7 @@ fn top_process(dir: &Path) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).to_string())
             .collect();
-        if args.iter().any(|a| a == "instance-init") && args.iter().any(|a| *a == wanted) {
+        if args.iter().any(|a| a == "instance-init") && args.contains(&wanted) {
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
             let ppid = stat
                 .rsplit_once(')')
