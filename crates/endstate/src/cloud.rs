@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use endstate_clock::SystemClock;
 use endstate_cloud::process::{Isolation, ProcessBackend, ProcessConfig};
 use endstate_cloud::{Backend, CloudState, Credentials, SimulatedBackend, SimulatedConfig};
@@ -57,6 +58,9 @@ pub struct ServerInfo {
     pub isolation: String,
     /// The starter image's id (`endstate-base`), when the backend has one.
     pub base_image: Option<String>,
+    /// The Ed25519 public key (base64) that verifies the identity documents
+    /// its metadata service signs, when the backend runs instances.
+    pub identity_public_key: Option<String>,
     pub version: String,
 }
 
@@ -281,6 +285,7 @@ struct Served {
     backend: Arc<dyn Backend>,
     isolation: String,
     base_image: Option<String>,
+    identity_public_key: Option<String>,
 }
 
 fn open_backend(
@@ -314,6 +319,7 @@ fn open_backend(
                 backend: Arc::new(SimulatedBackend::new(config, SystemClock::shared())),
                 isolation: "simulated: instances are records, nothing runs (state is in memory and ends with the server)".to_string(),
                 base_image: config_image,
+                identity_public_key: None,
             })
         }
         CloudBackend::Process => {
@@ -333,6 +339,9 @@ fn open_backend(
             };
             Ok(Served {
                 base_image: Some(backend.base_image_id().to_string()),
+                identity_public_key: Some(
+                    base64::engine::general_purpose::STANDARD.encode(backend.imds_public_key()),
+                ),
                 backend,
                 isolation,
             })
@@ -395,6 +404,7 @@ async fn serve(
         backend: backend.name().to_string(),
         isolation: served.isolation,
         base_image: served.base_image,
+        identity_public_key: served.identity_public_key,
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     write_private(&dir.join(SERVER_FILE), &serde_json::to_vec_pretty(&info)?)?;
@@ -516,6 +526,7 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
                 "running": true, "dir": dir, "url": info.url, "pid": info.pid,
                 "region": info.region, "backend": info.backend, "isolation": info.isolation,
                 "base_image": info.base_image,
+                "identity_public_key": info.identity_public_key,
                 "version": info.version, "instances": by_state,
             })
         );
@@ -526,6 +537,9 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
         println!("isolation  {}", info.isolation);
         if let Some(image) = &info.base_image {
             println!("base image {image} (endstate-base)");
+        }
+        if let Some(key) = &info.identity_public_key {
+            println!("identity   {key} (Ed25519 public key of signed identity documents)");
         }
         let counts: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
         println!(

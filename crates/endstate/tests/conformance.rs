@@ -57,11 +57,11 @@ struct Divergence {
 }
 
 const MOTO: &[Kind] = &[Kind::Moto];
-/// The built-in cloud: both backends answer from the same core.
-const BUILT_IN: &[Kind] = &[Kind::Simulated, Kind::Process];
 
 /// Every known divergence from EC2. An entry here is checked, not skipped:
-/// the target must behave exactly as recorded.
+/// the target must behave exactly as recorded. The built-in cloud has none
+/// recorded: an entry for it names both of its backends, which answer from
+/// one core (`crates/cloud/src/simulated.rs`), and its fix goes there.
 const DIVERGENCES: &[Divergence] = &[
     Divergence {
         targets: MOTO,
@@ -153,71 +153,6 @@ const DIVERGENCES: &[Divergence] = &[
         observed: "error Http500",
         why: "moto raises NotImplementedError (HTTP 500) for a filter it does not know; \
               EC2 answers InvalidParameterValue (\"The filter 'colour' is invalid\").",
-    },
-    // The built-in cloud. Proposed fixes are for crates/cloud/src/simulated.rs,
-    // which both backends share.
-    Divergence {
-        targets: BUILT_IN,
-        case: "filters/instance_state_code",
-        ec2: "the running instances",
-        observed: "error InvalidParameterValue",
-        why: "EC2 documents instance-state-code (0 pending, 16 running, 32 shutting-down, \
-              48 terminated, 64 stopping, 80 stopped) among DescribeInstances' filters; \
-              the built-in cloud calls it an invalid filter. Fix: an InstanceFilter::StateCode \
-              matching the phase's code (InstanceStateInfo::named already knows the codes).",
-    },
-    Divergence {
-        targets: BUILT_IN,
-        case: "filters/private_ip_address",
-        ec2: "the first instance",
-        observed: "error InvalidParameterValue",
-        why: "EC2 documents private-ip-address among DescribeInstances' filters; the \
-              built-in cloud calls it an invalid filter. Fix: an InstanceFilter::PrivateIp \
-              matching the address to_wire reports (record.private_ip, else private_ip(seq)).",
-    },
-    Divergence {
-        targets: BUILT_IN,
-        case: "tag_rules/over_50",
-        ec2: "error TagLimitExceeded",
-        observed: "error InvalidParameterValue",
-        why: "EC2 answers a CreateTags that would take a resource over 50 tags with \
-              TagLimitExceeded (moto agrees; getmoto/moto#8150 was checked against AWS); \
-              the built-in cloud answers InvalidParameterValue. Fix: an \
-              ApiError::TagLimitExceeded (400) used by create_tags.",
-    },
-    Divergence {
-        targets: BUILT_IN,
-        case: "tag_rules/reserved_prefix",
-        ec2: "error InvalidParameterValue",
-        observed: "ok",
-        why: "EC2 refuses tag keys starting with aws: in CreateTags and RunInstances \
-              (InvalidParameterValue: \"Value ( aws:… ) for parameter key is invalid. Tag \
-              keys starting with 'aws:' are reserved for internal use\"); the built-in \
-              cloud stores them. Fix: check keys (case-insensitively) in create_tags, \
-              delete_tags and check_run.",
-    },
-    Divergence {
-        targets: BUILT_IN,
-        case: "tag_rules/image_and_instance",
-        ec2: "ok",
-        observed: "error InvalidID",
-        why: "EC2's CreateTags takes any taggable resource (its reference's example tags \
-              an AMI and an instance in one call); the built-in cloud refuses any id but \
-              an instance's with InvalidID. Fix: accept ami- ids of images it holds \
-              (tags on ImageRecord.image, InvalidAMIID.NotFound for unknown ones) in \
-              create_tags and delete_tags.",
-    },
-    Divergence {
-        targets: BUILT_IN,
-        case: "malformed_ids/create_tags",
-        ec2: "error InvalidID",
-        observed: "error InvalidInstanceID.Malformed",
-        why: "EC2's CreateTags answers an i- id that is not i- and hex digits with \
-              InvalidID (\"The ID 'i-eCHmOTcEW0OZ9KbNe' is not valid\", from real EC2 in \
-              kubernetes/cloud-provider-aws#1387; moto agrees); the built-in cloud answers \
-              InvalidInstanceID.Malformed, as TerminateInstances rightly does. Fix: in \
-              create_tags and delete_tags, check every id against the resource id patterns \
-              first and answer InvalidID for one that matches none.",
     },
 ];
 

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
 use endstate_provider::{describe_all, Filter, Provider as _};
 use serde_json::Value;
@@ -262,6 +263,12 @@ fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
     assert!(stderr.contains("Started the built-in cloud"), "{stderr}");
     let cloud = local.ok_json(&["cloud", "status"]);
     assert_eq!(cloud["backend"], "process");
+    let key = cloud["identity_public_key"].as_str().unwrap();
+    assert_eq!(
+        key.len(),
+        44,
+        "32 bytes of Ed25519 public key in base64: {key}"
+    );
     assert!(
         cloud["isolation"]
             .as_str()
@@ -510,6 +517,7 @@ write_files:
       PYTHONPATH=/opt/site-packages python3 /opt/probe/botocore_probe.py
       python3 /opt/probe/cross.py http://{b_address}:{port}/
       AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{b_address}:{port}/ /opt/endstate/bin/endstate metadata user-data || echo "cross-sdk: refused"
+      /opt/endstate/bin/endstate metadata identity /latest/dynamic/instance-identity/signature --json | sed 's/^/identity: /'
       echo probes done
 runcmd:
   - [sh, /opt/probe/probe.sh]
@@ -531,6 +539,30 @@ runcmd:
             .as_str()
             .unwrap()
             .contains("A-MARKER-91c2"));
+
+        // The identity document is signed with the key `cloud status` shows.
+        let line = console
+            .lines()
+            .find_map(|l| l.strip_prefix("identity: "))
+            .unwrap_or_else(|| panic!("no identity line in:\n{console}"));
+        let identity: Value = serde_json::from_str(line).unwrap();
+        let document = identity["identity"].as_str().unwrap();
+        let signature = identity["/latest/dynamic/instance-identity/signature"]
+            .as_str()
+            .unwrap();
+        let document_json: Value = serde_json::from_str(document).unwrap();
+        assert_eq!(document_json["instanceId"], a_id.as_str());
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(
+                local.ok_json(&["cloud", "status"])["identity_public_key"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        endstate_imds::verify(document.as_bytes(), signature, &key).unwrap();
+        let mut forged = document.replace(&a_id, &b_id).into_bytes();
+        forged.push(b' ');
+        assert!(endstate_imds::verify(&forged, signature, &key).is_err());
 
         // botocore's fetchers.
         assert!(
