@@ -50,6 +50,9 @@ pub enum ApiError {
     /// A value that breaks a rule of EC2's (a duplicate image name, ...).
     #[error("{0}")]
     InvalidAmiNameDuplicate(String),
+    /// Tags that would take a resource over EC2's 50 per resource.
+    #[error("{0}")]
+    TagLimitExceeded(String),
     /// A token bucket is empty.
     #[error("Request limit exceeded.")]
     RequestLimitExceeded,
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::IncorrectInstanceState(_) => "IncorrectInstanceState",
             ApiError::UnsupportedOperation(_) => "UnsupportedOperation",
             ApiError::InvalidAmiNameDuplicate(_) => "InvalidAMIName.Duplicate",
+            ApiError::TagLimitExceeded(_) => "TagLimitExceeded",
             ApiError::RequestLimitExceeded => "RequestLimitExceeded",
             ApiError::InsufficientInstanceCapacity(_) => "InsufficientInstanceCapacity",
             ApiError::InternalError | ApiError::Internal(_) => "InternalError",
@@ -117,6 +121,7 @@ impl ApiError {
             | ApiError::IncorrectInstanceState(_)
             | ApiError::UnsupportedOperation(_)
             | ApiError::InvalidAmiNameDuplicate(_)
+            | ApiError::TagLimitExceeded(_)
             | ApiError::IncompleteSignature(_)
             | ApiError::RequestExpired => StatusCode::BAD_REQUEST,
             ApiError::AuthFailure(_) => StatusCode::UNAUTHORIZED,
@@ -180,6 +185,12 @@ mod tests {
             (
                 ApiError::IdempotentParameterMismatch("x".into()),
                 "IdempotentParameterMismatch",
+                400,
+            ),
+            (ApiError::InvalidId("x".into()), "InvalidID", 400),
+            (
+                ApiError::TagLimitExceeded("x".into()),
+                "TagLimitExceeded",
                 400,
             ),
             (ApiError::RequestLimitExceeded, "RequestLimitExceeded", 503),

@@ -19,6 +19,7 @@
 //! Not here: anything that runs (the `process` backend's runtime), the
 //! store itself (`store`), volumes, networks, and IMDS.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,14 +28,15 @@ use endstate_clock::SharedClock;
 use endstate_wire::limits::{BucketShape, RequestClass, ResourceClass, TokenBucket};
 use endstate_wire::{
     AvailabilityZone, CreateImageRequest, CreateImageResponse, CreateTagsRequest,
-    CreateTagsResponse, DeleteTagsRequest, DeleteTagsResponse, DescribeAvailabilityZonesRequest,
-    DescribeAvailabilityZonesResponse, DescribeImagesRequest, DescribeImagesResponse,
-    DescribeInstanceStatusRequest, DescribeInstanceStatusResponse, DescribeInstancesRequest,
-    DescribeInstancesResponse, Filter, Image, Instance, InstanceMetadataOptions,
-    InstanceStateChange, InstanceStateInfo, InstanceStatus, RebootInstancesRequest,
-    RebootInstancesResponse, Request as _, Reservation, RunInstancesRequest, RunInstancesResponse,
-    StartInstancesRequest, StartInstancesResponse, StopInstancesRequest, StopInstancesResponse,
-    Tag, TerminateInstancesRequest, TerminateInstancesResponse, UserData,
+    CreateTagsResponse, DeleteTag, DeleteTagsRequest, DeleteTagsResponse,
+    DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
+    DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
+    DescribeInstancesRequest, DescribeInstancesResponse, Filter, Image, Instance,
+    InstanceMetadataOptions, InstanceStateChange, InstanceStateInfo, InstanceStatus,
+    RebootInstancesRequest, RebootInstancesResponse, Request as _, Reservation,
+    RunInstancesRequest, RunInstancesResponse, StartInstancesRequest, StartInstancesResponse,
+    StopInstancesRequest, StopInstancesResponse, Tag, TerminateInstancesRequest,
+    TerminateInstancesResponse, UserData,
 };
 use endstate_wire::{
     DeregisterImageRequest, DeregisterImageResponse, GetConsoleOutputRequest,
@@ -227,17 +229,17 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
+    const ALL: [Phase; 6] = [
+        Phase::Pending,
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Stopped,
+        Phase::ShuttingDown,
+        Phase::Terminated,
+    ];
+
     pub(crate) fn from_name(name: &str) -> Option<Self> {
-        [
-            Phase::Pending,
-            Phase::Running,
-            Phase::Stopping,
-            Phase::Stopped,
-            Phase::ShuttingDown,
-            Phase::Terminated,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
+        Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
     pub(crate) fn name(self) -> &'static str {
@@ -530,6 +532,11 @@ enum InstanceFilter<'a> {
     Tag(&'a str, &'a [String]),
     TagKey(&'a [String]),
     State(&'a [String]),
+    /// `instance-state-code`: the phases whose code (EC2's, as
+    /// `InstanceStateInfo::named` gives it) a value matches, decided once
+    /// per query rather than per instance.
+    StateCode(Vec<Phase>),
+    PrivateIp(&'a [String]),
     InstanceId(&'a [String]),
     Zone(&'a [String]),
     ClientToken(&'a [String]),
@@ -544,6 +551,15 @@ impl<'a> InstanceFilter<'a> {
             name if name.starts_with("tag:") => InstanceFilter::Tag(&name[4..], values),
             "tag-key" => InstanceFilter::TagKey(values),
             "instance-state-name" => InstanceFilter::State(values),
+            "instance-state-code" => InstanceFilter::StateCode(
+                Phase::ALL
+                    .into_iter()
+                    .filter(|p| {
+                        any_match(values, &InstanceStateInfo::named(p.name()).code.to_string())
+                    })
+                    .collect(),
+            ),
+            "private-ip-address" => InstanceFilter::PrivateIp(values),
             "instance-id" => InstanceFilter::InstanceId(values),
             "availability-zone" => InstanceFilter::Zone(values),
             "client-token" => InstanceFilter::ClientToken(values),
@@ -557,13 +573,16 @@ impl<'a> InstanceFilter<'a> {
         })
     }
 
-    fn matches(&self, record: &InstanceRecord, phase: Phase) -> bool {
+    /// Whether instance `seq` of `world`, in `phase`, passes the filter.
+    fn matches(&self, world: &World, seq: u64, record: &InstanceRecord, phase: Phase) -> bool {
         match self {
             InstanceFilter::Tag(key, values) => {
                 record.tags.get(*key).is_some_and(|v| any_match(values, v))
             }
             InstanceFilter::TagKey(values) => record.tags.keys().any(|k| any_match(values, k)),
             InstanceFilter::State(values) => any_match(values, phase.name()),
+            InstanceFilter::StateCode(phases) => phases.contains(&phase),
+            InstanceFilter::PrivateIp(values) => any_match(values, &world.private_address(seq)),
             InstanceFilter::InstanceId(values) => any_match(values, &record.id),
             InstanceFilter::Zone(values) => any_match(values, &record.zone),
             InstanceFilter::ClientToken(values) => record
@@ -658,6 +677,53 @@ fn check_instance_ids(ids: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// EC2's answer to tags that would take a resource over [`MAX_TAGS`].
+fn tag_limit_exceeded() -> ApiError {
+    ApiError::TagLimitExceeded(format!(
+        "The maximum number of tags for a resource has been reached: at most {MAX_TAGS}"
+    ))
+}
+
+/// Whether a resource with tag keys `existing` would have more than
+/// [`MAX_TAGS`] once `added` is set (a key it has already is overwritten,
+/// not added).
+fn exceeds_tag_limit<'k>(existing: impl Iterator<Item = &'k str>, added: &'k [Tag]) -> bool {
+    let mut keys: BTreeSet<&str> = existing.collect();
+    keys.extend(added.iter().map(|t| t.key.as_str()));
+    keys.len() > MAX_TAGS
+}
+
+/// Refuses tag keys starting with `aws:`, in any case: EC2 reserves them
+/// for its own tags, which no call may create or delete.
+fn check_tag_keys<'k>(keys: impl IntoIterator<Item = &'k str>) -> Result<(), ApiError> {
+    let reserved = |key: &&str| key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"));
+    match keys.into_iter().find(reserved) {
+        Some(key) => Err(ApiError::InvalidParameterValue(format!(
+            "Value ( {key} ) for parameter key is invalid. Tag keys starting with 'aws:' are reserved for internal use"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether DeleteTags with `wanted` removes the tag `key`=`value`: every
+/// tag when none is named, as on EC2; a named key with a value only if the
+/// value is the same.
+fn deletes(wanted: &[DeleteTag], key: &str, value: &str) -> bool {
+    wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|t| t.key == key && t.value.as_deref().is_none_or(|want| want == value))
+}
+
+/// Sets `tag` in an image's tags, overwriting the value of its key if
+/// the image has the key already.
+fn set_image_tag(tags: &mut Vec<Tag>, tag: &Tag) {
+    match tags.iter_mut().find(|t| t.key == tag.key) {
+        Some(existing) => existing.value.clone_from(&tag.value),
+        None => tags.push(tag.clone()),
+    }
+}
+
 fn instance_tags(request: &RunInstancesRequest) -> BTreeMap<String, String> {
     request
         .tag_specifications
@@ -669,6 +735,44 @@ fn instance_tags(request: &RunInstancesRequest) -> BTreeMap<String, String> {
 }
 
 impl World {
+    /// The address DescribeInstances reports for instance `seq`: the one a
+    /// runtime gave it (the process backend's 127.100.x.y), else one
+    /// derived from its sequence number.
+    fn private_address(&self, seq: u64) -> Cow<'_, str> {
+        match self.addresses.get(&seq) {
+            Some(address) => Cow::Borrowed(address),
+            None => Cow::Owned(private_ip(seq)),
+        }
+    }
+
+    /// The resources a CreateTags or DeleteTags call names: the sequence
+    /// numbers of its instances and the ids of its images. Every id is
+    /// checked against the resource id patterns first, as EC2 does: one
+    /// that matches none (`i-` and not hex digits, say) is `InvalidID`;
+    /// then each must name an instance or image this cloud holds.
+    fn tag_targets(&self, ids: &[String]) -> Result<(Vec<u64>, Vec<String>), ApiError> {
+        let mut instance_ids = Vec::new();
+        let mut image_ids = Vec::new();
+        for id in ids {
+            if is_hex_id(id, "i-") {
+                instance_ids.push(id.clone());
+            } else if is_hex_id(id, "ami-") {
+                image_ids.push(id.clone());
+            } else {
+                return Err(ApiError::InvalidId(id.clone()));
+            }
+        }
+        let mut seqs = self.lookup(&instance_ids, None)?;
+        seqs.sort_unstable();
+        seqs.dedup();
+        if let Some(missing) = image_ids.iter().find(|id| !self.images.contains_key(*id)) {
+            return Err(ApiError::ImageNotFound(missing.clone()));
+        }
+        image_ids.sort_unstable();
+        image_ids.dedup();
+        Ok((seqs, image_ids))
+    }
+
     /// The journal's record of instance `seq`.
     fn change(&self, seq: u64) -> Option<Change<'_>> {
         let record = self.instances.get(&seq)?;
@@ -838,7 +942,7 @@ impl World {
                 && (!ids.is_empty()
                     || !record.terminated_before(now, timings, terminated_retention))
                 && extra(phase)
-                && filters.iter().all(|f| f.matches(record, phase)))
+                && filters.iter().all(|f| f.matches(self, seq, record, phase)))
             .then_some(record)
         };
         let mut page = Vec::new();
@@ -1042,8 +1146,14 @@ impl SimulatedBackend {
     /// Adds or replaces an image record (a runtime's base image, whose
     /// layer changes when a new version builds a different tree), unless
     /// the same record is there already.
-    pub(crate) fn put_image(&self, image: ImageRecord) -> Result<(), ApiError> {
+    ///
+    /// Tags the record has already (CreateTags on the image) are kept: they
+    /// are the user's, not the runtime's.
+    pub(crate) fn put_image(&self, mut image: ImageRecord) -> Result<(), ApiError> {
         let mut guard = self.lock();
+        if let Some(existing) = guard.images.get(&image.image.image_id) {
+            image.image.tags.clone_from(&existing.image.tags);
+        }
         if guard.images.get(&image.image.image_id) == Some(&image) {
             return Ok(());
         }
@@ -1157,12 +1267,7 @@ impl SimulatedBackend {
             launch_time: iso_time(record.launched),
             subnet_id: record.subnet_id.clone(),
             vpc_id: None,
-            private_ip_address: Some(
-                world
-                    .addresses
-                    .get(&seq)
-                    .map_or_else(|| private_ip(seq), |a| a.to_string()),
-            ),
+            private_ip_address: Some(world.private_address(seq).into_owned()),
             client_token: record.client_token.clone(),
             key_name: record.key_name.clone(),
             ami_launch_index: Some(record.launch_index),
@@ -1240,10 +1345,14 @@ impl SimulatedBackend {
                 ));
             }
         }
+        check_tag_keys(
+            request
+                .tag_specifications
+                .iter()
+                .flat_map(|s| s.tags.iter().map(|t| t.key.as_str())),
+        )?;
         if instance_tags(request).len() > MAX_TAGS {
-            return Err(ApiError::InvalidParameterValue(format!(
-                "The number of tags on a resource may not exceed {MAX_TAGS}"
-            )));
+            return Err(tag_limit_exceeded());
         }
         Ok(())
     }
@@ -1363,6 +1472,25 @@ impl SimulatedBackend {
             return Ok(());
         }
         let changes: Vec<Change<'_>> = seqs.iter().filter_map(|s| world.change(*s)).collect();
+        self.journal(&changes)
+    }
+
+    /// Journals the records of `seqs` and the retagged `images` in one
+    /// write (no journal: nothing to do).
+    fn journal_tagged(
+        &self,
+        world: &World,
+        seqs: &[u64],
+        images: &[ImageRecord],
+    ) -> Result<(), ApiError> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        let changes: Vec<Change<'_>> = seqs
+            .iter()
+            .filter_map(|s| world.change(*s))
+            .chain(images.iter().map(Change::Image))
+            .collect();
         self.journal(&changes)
     }
 
@@ -1695,21 +1823,31 @@ impl Backend for SimulatedBackend {
                 endstate_wire::WireError::MissingParameter("ResourceId".to_string()).into(),
             );
         }
-        if let Some(other) = request.resource_ids.iter().find(|id| !id.starts_with("i-")) {
-            return Err(ApiError::InvalidId(other.clone()));
-        }
-        let seqs = world.lookup(&request.resource_ids, None)?;
+        let (seqs, image_ids) = world.tag_targets(&request.resource_ids)?;
+        check_tag_keys(request.tags.iter().map(|t| t.key.as_str()))?;
+        // Decide everything first, so an error changes nothing.
         for seq in &seqs {
             let Some(record) = world.instances.get(seq) else {
                 continue;
             };
-            let mut keys: BTreeSet<&str> = record.tags.keys().map(String::as_str).collect();
-            keys.extend(request.tags.iter().map(|t| t.key.as_str()));
-            if keys.len() > MAX_TAGS {
-                return Err(ApiError::InvalidParameterValue(format!(
-                    "The number of tags on a resource may not exceed {MAX_TAGS}"
-                )));
+            if exceeds_tag_limit(record.tags.keys().map(String::as_str), &request.tags) {
+                return Err(tag_limit_exceeded());
             }
+        }
+        let mut images = Vec::with_capacity(image_ids.len());
+        for id in &image_ids {
+            let Some(image) = world.images.get(id) else {
+                continue;
+            };
+            let existing = image.image.tags.iter().map(|t| t.key.as_str());
+            if exceeds_tag_limit(existing, &request.tags) {
+                return Err(tag_limit_exceeded());
+            }
+            let mut image = image.clone();
+            for tag in &request.tags {
+                set_image_tag(&mut image.image.tags, tag);
+            }
+            images.push(image);
         }
         for seq in &seqs {
             let seq = *seq;
@@ -1723,7 +1861,11 @@ impl Backend for SimulatedBackend {
                 world.index_tag(&tag.key, &tag.value, seq);
             }
         }
-        self.journal_instances(world, &seqs)?;
+        // Images change like CreateImage's: journaled, then kept.
+        self.journal_tagged(world, &seqs, &images)?;
+        for image in images {
+            world.images.insert(image.image.image_id.clone(), image);
+        }
         Ok(CreateTagsResponse { request_id: None })
     }
 
@@ -1736,25 +1878,34 @@ impl Backend for SimulatedBackend {
                 endstate_wire::WireError::MissingParameter("ResourceId".to_string()).into(),
             );
         }
-        if let Some(other) = request.resource_ids.iter().find(|id| !id.starts_with("i-")) {
-            return Err(ApiError::InvalidId(other.clone()));
-        }
-        let seqs = world.lookup(&request.resource_ids, None)?;
+        let (seqs, image_ids) = world.tag_targets(&request.resource_ids)?;
+        check_tag_keys(request.tags.iter().map(|t| t.key.as_str()))?;
+        let images: Vec<ImageRecord> = image_ids
+            .iter()
+            .filter_map(|id| world.images.get(id))
+            .filter(|i| {
+                i.image
+                    .tags
+                    .iter()
+                    .any(|t| deletes(&request.tags, &t.key, &t.value))
+            })
+            .map(|i| {
+                let mut image = i.clone();
+                image
+                    .image
+                    .tags
+                    .retain(|t| !deletes(&request.tags, &t.key, &t.value));
+                image
+            })
+            .collect();
         for seq in seqs.iter().copied() {
             let Some(record) = world.instances.get_mut(&seq) else {
                 continue;
             };
-            // No tags named: every tag goes, as on EC2.
             let doomed: Vec<(String, String)> = record
                 .tags
                 .iter()
-                .filter(|(k, v)| {
-                    request.tags.is_empty()
-                        || request
-                            .tags
-                            .iter()
-                            .any(|t| t.key == **k && t.value.as_ref().is_none_or(|want| want == *v))
-                })
+                .filter(|(k, v)| deletes(&request.tags, k, v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (k, _) in &doomed {
@@ -1764,7 +1915,10 @@ impl Backend for SimulatedBackend {
                 world.unindex_tag(&k, &v, seq);
             }
         }
-        self.journal_instances(world, &seqs)?;
+        self.journal_tagged(world, &seqs, &images)?;
+        for image in images {
+            world.images.insert(image.image.image_id.clone(), image);
+        }
         Ok(DeleteTagsResponse { request_id: None })
     }
 
@@ -1979,6 +2133,24 @@ impl Backend for SimulatedBackend {
                 request.name
             )));
         }
+        check_tag_keys(
+            request
+                .tag_specifications
+                .iter()
+                .flat_map(|s| s.tags.iter().map(|t| t.key.as_str())),
+        )?;
+        let mut tags = Vec::new();
+        for tag in request
+            .tag_specifications
+            .iter()
+            .filter(|s| s.resource_type == "image")
+            .flat_map(|s| s.tags.iter())
+        {
+            set_image_tag(&mut tags, tag);
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(tag_limit_exceeded());
+        }
         let parent = world.images.get(&record.image_id);
         let architecture = parent.and_then(|p| p.image.architecture.clone());
         let parent_layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
@@ -1987,12 +2159,6 @@ impl Backend for SimulatedBackend {
             Some(runtime) => runtime.create_image(&record.id, &parent_layers)?,
             None => parent_layers,
         };
-        let tags = request
-            .tag_specifications
-            .iter()
-            .filter(|s| s.resource_type == "image")
-            .flat_map(|s| s.tags.iter().cloned())
-            .collect();
         let image = ImageRecord {
             image: Image {
                 image_id: image_id.clone(),
@@ -2181,6 +2347,14 @@ mod tests {
             Err(ApiError::IncorrectInstanceState(_))
         ));
         clock.advance(Duration::from_secs(60));
+        // Tag keys starting with aws: are refused before anything is made.
+        let mut reserved = create.clone();
+        reserved.tag_specifications[0].tags = vec![Tag::new("AWS:role", "web")];
+        assert!(matches!(
+            backend.create_image(&reserved),
+            Err(ApiError::InvalidParameterValue(_))
+        ));
+        assert_eq!(backend.lock().images.len(), 1);
         let image = backend.create_image(&create).unwrap().image_id;
         assert!(is_hex_id(&image, "ami-"));
         assert!(matches!(

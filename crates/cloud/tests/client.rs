@@ -424,3 +424,146 @@ async fn seeded_instance_failures_impair_a_share_of_instances_within_the_window(
     );
     assert_ne!(run(12).await.1, late, "another seed, other failures");
 }
+
+#[tokio::test]
+async fn describe_filters_by_state_code_and_private_address() {
+    let clock = clock();
+    let cloud = start(config(&clock)).await;
+    let client = client(&cloud);
+    let launched = client
+        .run_instances(&launch(3, "us-east-1a", "tok-filters", "web"))
+        .await
+        .unwrap();
+    let project = Filter::tag("endstate:project", "demo");
+    let code = |codes: &[&str]| {
+        [
+            project.clone(),
+            Filter::new("instance-state-code", codes.iter().map(|c| c.to_string())),
+        ]
+    };
+    // 0 is pending, 16 running (EC2's InstanceState codes).
+    let (pending, _) = describe_all(&client, &code(&["0"])).await;
+    assert_eq!(pending.len(), 3);
+    assert!(describe_all(&client, &code(&["16"])).await.0.is_empty());
+    clock.advance(Duration::from_secs(15));
+    let (running, _) = describe_all(&client, &code(&["16", "80"])).await;
+    assert_eq!(running.len(), 3);
+    assert!(running.iter().all(|i| i.state == InstanceState::Running));
+
+    // The address DescribeInstances reports selects that instance alone.
+    let address = launched[1].private_ip.clone().unwrap();
+    let (found, _) = describe_all(
+        &client,
+        &[
+            project.clone(),
+            Filter::new("private-ip-address", [address.clone()]),
+        ],
+    )
+    .await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, launched[1].id);
+    assert_eq!(found[0].private_ip.as_deref(), Some(address.as_str()));
+    let (none, _) =
+        describe_all(&client, &[Filter::new("private-ip-address", ["192.0.2.1"])]).await;
+    assert!(none.is_empty());
+    cloud.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tag_rules_follow_ec2() {
+    let clock = clock();
+    let cloud = start(config(&clock)).await;
+    let client = client(&cloud);
+    let ids: Vec<String> = client
+        .run_instances(&launch(1, "us-east-1a", "tok-rules", "web"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let tags_of = |found: Vec<endstate_provider::Instance>| found[0].tags.clone();
+
+    // Two tags and 49 more are over EC2's 50 per resource: TagLimitExceeded,
+    // and nothing changes.
+    let many: BTreeMap<String, String> = (0..49)
+        .map(|n| (format!("key{n:02}"), n.to_string()))
+        .collect();
+    let error = client.create_tags(&ids, &many).await.unwrap_err();
+    assert_eq!(api_code(&error), ("TagLimitExceeded", 400));
+    let (found, _) = describe_all(&client, &[Filter::new("instance-id", ids.clone())]).await;
+    assert_eq!(tags_of(found).len(), 2);
+    let mut too_many = launch(1, "us-east-1a", "tok-too-many", "web");
+    too_many.tags.extend(many.clone());
+    let error = client.run_instances(&too_many).await.unwrap_err();
+    assert_eq!(api_code(&error), ("TagLimitExceeded", 400));
+
+    // Keys starting with aws: (in any case) are AWS's own.
+    for key in ["aws:owner", "AWS:Owner", "Aws:x"] {
+        let reserved = BTreeMap::from([(key.to_string(), "me".to_string())]);
+        let error = client.create_tags(&ids, &reserved).await.unwrap_err();
+        assert_eq!(api_code(&error), ("InvalidParameterValue", 400), "{key}");
+        let error = client
+            .delete_tags(&ids, &[key.to_string()])
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&error), ("InvalidParameterValue", 400), "{key}");
+        let mut launch_reserved = launch(1, "us-east-1a", &format!("tok-{key}"), "web");
+        launch_reserved.tags.extend(reserved);
+        let error = client.run_instances(&launch_reserved).await.unwrap_err();
+        assert_eq!(api_code(&error), ("InvalidParameterValue", 400), "{key}");
+    }
+    // A key that merely starts with "aws" is the user's.
+    let awsome = BTreeMap::from([("awsome".to_string(), "yes".to_string())]);
+    client.create_tags(&ids, &awsome).await.unwrap();
+
+    // An image and an instance in one call; DescribeImages shows the tag.
+    let both = vec![ids[0].clone(), IMAGE.to_string()];
+    let label = BTreeMap::from([("label".to_string(), "golden".to_string())]);
+    client.create_tags(&both, &label).await.unwrap();
+    let images = client.describe_images(&[IMAGE.to_string()]).await.unwrap();
+    assert_eq!(images[0].tags, label);
+    let (found, _) = describe_all(&client, &[Filter::tag("label", "golden")]).await;
+    assert_eq!(found.len(), 1);
+    client
+        .delete_tags(&both, &["label".to_string()])
+        .await
+        .unwrap();
+    let images = client.describe_images(&[IMAGE.to_string()]).await.unwrap();
+    assert!(images[0].tags.is_empty(), "{images:?}");
+    assert!(describe_all(&client, &[Filter::tag("label", "golden")])
+        .await
+        .0
+        .is_empty());
+
+    // An image id that names no image; ids that are no resource id at all,
+    // i- ones included.
+    let unknown_image = vec!["ami-0000000000000000a".to_string()];
+    let error = client
+        .create_tags(&unknown_image, &label)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&error), ("InvalidAMIID.NotFound", 400));
+    let error = client
+        .delete_tags(&unknown_image, &["label".to_string()])
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&error), ("InvalidAMIID.NotFound", 400));
+    for bad in ["i-nothex!", "ami-xyz", "bogus"] {
+        let error = client
+            .create_tags(&[ids[0].clone(), bad.to_string()], &label)
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&error), ("InvalidID", 400), "{bad}");
+        let error = client
+            .delete_tags(&[bad.to_string()], &["label".to_string()])
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&error), ("InvalidID", 400), "{bad}");
+    }
+    // Nothing of a refused call was applied.
+    assert!(describe_all(&client, &[Filter::tag("label", "golden")])
+        .await
+        .0
+        .is_empty());
+    cloud.shutdown().await.unwrap();
+}

@@ -492,3 +492,93 @@ async fn an_init_command_that_cannot_start_leaves_an_impaired_instance_with_the_
     terminate_all(&backend).await;
     assert!(!backend.instance_dir(&id).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_tags_are_journaled_and_the_private_address_filter_sees_the_runtime_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let port = 21_172;
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let instance = backend
+        .run_instances(&run(&base, 1, "tok"))
+        .unwrap()
+        .reservation
+        .instances
+        .remove(0);
+    let id = instance.instance_id.clone();
+    let address = instance.private_ip_address.clone().unwrap();
+    assert!(address.starts_with("127.100."), "{address}");
+    let by_address = |backend: &ProcessBackend, address: &str| -> Vec<String> {
+        backend
+            .describe_instances(&DescribeInstancesRequest {
+                filters: vec![endstate_wire::Filter {
+                    name: "private-ip-address".to_string(),
+                    values: vec![address.to_string()],
+                }],
+                ..Default::default()
+            })
+            .unwrap()
+            .reservations
+            .into_iter()
+            .flat_map(|r| r.instances)
+            .map(|i| i.instance_id)
+            .collect()
+    };
+    assert_eq!(by_address(&backend, &address), std::slice::from_ref(&id));
+    assert!(by_address(&backend, "10.0.0.1").is_empty());
+
+    let image_tags = |backend: &ProcessBackend| {
+        backend
+            .describe_images(&DescribeImagesRequest {
+                image_ids: vec![base.clone()],
+                ..Default::default()
+            })
+            .unwrap()
+            .images
+            .remove(0)
+            .tags
+    };
+    backend
+        .create_tags(&CreateTagsRequest {
+            resource_ids: vec![base.clone(), id.clone()],
+            tags: vec![
+                endstate_wire::Tag::new("label", "golden"),
+                endstate_wire::Tag::new("team", "web"),
+            ],
+        })
+        .unwrap();
+    assert_eq!(image_tags(&backend).len(), 2);
+
+    // The tags are in cloud.db: a restart (which puts the base image again)
+    // keeps them.
+    drop(backend);
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    let mut tags = image_tags(&backend);
+    tags.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        tags,
+        [
+            endstate_wire::Tag::new("label", "golden"),
+            endstate_wire::Tag::new("team", "web"),
+        ]
+    );
+    backend
+        .delete_tags(&DeleteTagsRequest {
+            resource_ids: vec![base.clone()],
+            tags: vec![endstate_wire::DeleteTag {
+                key: "label".to_string(),
+                value: None,
+            }],
+        })
+        .unwrap();
+    drop(backend);
+    let backend = ProcessBackend::open(config(dir.path(), port)).unwrap();
+    assert_eq!(
+        image_tags(&backend),
+        [endstate_wire::Tag::new("team", "web")]
+    );
+    assert_eq!(by_address(&backend, &address), std::slice::from_ref(&id));
+    wait_for(&backend, &id, ("running", "ok")).await;
+    terminate_all(&backend).await;
+}
