@@ -172,8 +172,12 @@ pub async fn run(command: CloudCommand) -> Result<ExitCode> {
     }
 }
 
-/// Creates the cloud directory, private to its owner.
+/// Creates the cloud directory, private to its owner (one that exists is
+/// left as it is).
 fn create_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting {}", dir.display()))
@@ -332,6 +336,10 @@ fn open_backend(
                 .with_context(|| format!("opening the built-in cloud in {}", dir.display()))?;
             let isolation = match backend.isolation() {
                 Isolation::Namespaces => "namespaces: each instance has its own mount, PID and UTS namespaces, an overlay root, its own uid and resource limits".to_string(),
+                Isolation::Userns => format!(
+                    "user namespaces (not running as root): each instance has its own mount, PID and UTS namespaces and an overlay root, but all run as this user (uid {}) on the host: they can signal each other, and the metadata service tells them apart by address only",
+                    nix::unistd::geteuid()
+                ),
                 Isolation::None => format!(
                     "WEAK: not running as root, so instances share this user (uid {}) and the host's namespaces; they can see and signal each other, and each root is a plain copy",
                     nix::unistd::geteuid()

@@ -54,9 +54,9 @@ impl Backend {
     }
 }
 
-/// Process-backend clouds run one at a time in this binary: every one
-/// hands its first instance 127.100.0.1 and binds that instance's metadata
-/// service there, so two at once collide (the second's launch fails).
+/// Process-backend clouds run one at a time in this binary, to bound the
+/// load they put on the machine (clouds on one host no longer collide: a
+/// slot whose address or uid another cloud holds is passed over).
 static PROCESS_BACKEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The aws CLI of `.tools/venv`, or `ENDSTATE_AWS_CLI`. Missing, it fails

@@ -192,9 +192,9 @@ fn outcome<T>(result: &Result<T, ProviderError>) -> String {
     }
 }
 
-/// Process-backend targets run one at a time in this binary: every
-/// process cloud hands out the same loopback addresses (slot 1 is
-/// 127.100.0.1) and binds its metadata services on them.
+/// Process-backend targets run one at a time in this binary, to bound the
+/// load they put on the machine (clouds on one host no longer collide: a
+/// slot whose address or uid another cloud holds is passed over).
 static PROCESS_BACKEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A running EC2 implementation and a client for it.

@@ -34,6 +34,8 @@ struct Local {
     project: tempfile::TempDir,
     /// A server this test started directly (`cloud serve`), if any.
     server: Option<Child>,
+    /// Run every command as this uid (through `setpriv`) instead of root.
+    as_user: Option<u32>,
 }
 
 impl Local {
@@ -46,11 +48,38 @@ impl Local {
             cloud_dir: tempfile::tempdir().unwrap(),
             project: tempfile::tempdir().unwrap(),
             server: None,
+            as_user: None,
         }
     }
 
+    /// Every command runs as `nobody` (uid 65534), as a user without root
+    /// would run endstate.
+    fn unprivileged() -> Self {
+        let mut local = Self::new();
+        for dir in [local.cloud_dir.path(), local.project.path()] {
+            std::os::unix::fs::chown(dir, Some(65_534), Some(65_534)).unwrap();
+        }
+        // The build directory may be out of nobody's reach (a checkout under
+        // /root): run a copy of the binary from the project directory.
+        std::fs::copy(ENDSTATE, local.unprivileged_binary()).unwrap();
+        local.as_user = Some(65_534);
+        local
+    }
+
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(ENDSTATE);
+        let mut command = match self.as_user {
+            None => Command::new(ENDSTATE),
+            Some(uid) => {
+                let mut setpriv = Command::new("setpriv");
+                setpriv
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .args(["--clear-groups", "--"])
+                    .arg(self.unprivileged_binary())
+                    .env("HOME", self.project.path());
+                setpriv
+            }
+        };
         command
             .args(args)
             .current_dir(self.project.path())
@@ -60,6 +89,11 @@ impl Local {
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL");
         command
+    }
+
+    /// Where `unprivileged` puts the copy of the binary it runs.
+    fn unprivileged_binary(&self) -> PathBuf {
+        self.project.path().join("endstate")
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -248,19 +282,74 @@ fn running_instances(status: &Value) -> Vec<(String, String)> {
     found
 }
 
-#[test]
-fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
-    let local = Local::new();
+/// Applies the web example and checks that each of its three instances
+/// answers on its own address; their (id, address).
+fn apply_web_example(local: &Local) -> Vec<(String, String)> {
     let example =
         std::fs::read_to_string(Path::new(REPO).join("examples/web/endstate.yaml")).unwrap();
-    local.write_spec(&example);
+    let spec = local.write_spec(&example);
+    if let Some(uid) = local.as_user {
+        std::os::unix::fs::chown(&spec, Some(uid), Some(uid)).unwrap();
+    }
     local.ok(&["validate"]);
-
     // provider: local starts the cloud in the background.
     let applied = local.run(&["apply", "--poll-interval", "0.2"]);
     let stderr = String::from_utf8_lossy(&applied.stderr);
     assert!(applied.status.success(), "apply failed:\n{stderr}");
     assert!(stderr.contains("Started the built-in cloud"), "{stderr}");
+    let running = running_instances(&local.ok_json(&["status"]));
+    assert_eq!(running.len(), 3, "{running:?}");
+    for (id, address) in &running {
+        assert!(address.starts_with("127."), "{id} has address {address:?}");
+        let mut body = None;
+        wait_until(
+            &format!("{id} answers on {address}:8080"),
+            Duration::from_secs(30),
+            || {
+                body = http_get(address, 8080);
+                body.is_some()
+            },
+        );
+        assert_eq!(body.unwrap(), format!("hello from {id} at {address}\n"));
+        let console = local.ok(&["cloud", "console-output", id]);
+        assert!(console.contains("web instance booted"), "{console}");
+    }
+    running
+}
+
+#[test]
+fn the_web_example_runs_without_root_in_user_namespaces() {
+    let local = Local::unprivileged();
+    let running = apply_web_example(&local);
+    let cloud = local.ok_json(&["cloud", "status"]);
+    assert!(
+        cloud["isolation"]
+            .as_str()
+            .unwrap()
+            .starts_with("user namespaces"),
+        "{cloud}"
+    );
+    // Every process of the cloud and its instances is nobody's on the host.
+    let server = local.server_pid();
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+        "{status}"
+    );
+    local.ok(&["destroy", "--yes"]);
+    for (_, address) in &running {
+        wait_until(
+            "the instance stops answering",
+            Duration::from_secs(30),
+            || http_get(address, 8080).is_none(),
+        );
+    }
+}
+
+#[test]
+fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
+    let local = Local::new();
+    let before = apply_web_example(&local);
     let cloud = local.ok_json(&["cloud", "status"]);
     assert_eq!(cloud["backend"], "process");
     let key = cloud["identity_public_key"].as_str().unwrap();
@@ -276,24 +365,6 @@ fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
             .starts_with("namespaces"),
         "{cloud}"
     );
-
-    let before = running_instances(&local.ok_json(&["status"]));
-    assert_eq!(before.len(), 3, "{before:?}");
-    for (id, address) in &before {
-        assert!(address.starts_with("127."), "{id} has address {address:?}");
-        let mut body = None;
-        wait_until(
-            &format!("{id} answers on {address}:8080"),
-            Duration::from_secs(30),
-            || {
-                body = http_get(address, 8080);
-                body.is_some()
-            },
-        );
-        assert_eq!(body.unwrap(), format!("hello from {id} at {address}\n"));
-        let console = local.ok(&["cloud", "console-output", id]);
-        assert!(console.contains("web instance booted"), "{console}");
-    }
 
     // SIGKILL the server; the instances outlive it; a restart knows each
     // of them once, and they still answer.

@@ -11,6 +11,7 @@
 //! network namespace as the service (the socket tables are per namespace);
 //! otherwise it finds nothing and the caller's uid is `None`.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use axum::extract::connect_info::Connected;
@@ -101,6 +102,29 @@ pub fn find_socket_uid(
         let held = row.inode != 0 && row.state != TIME_WAIT && row.state != LISTEN;
         (held && (row.local, row.remote) == want).then_some(row.uid)
     })
+}
+
+/// The addresses something listens on, from a socket table's text
+/// (`/proc/net/tcp` or `/proc/net/tcp6`).
+pub fn listening_addresses(table: &str) -> BTreeSet<IpAddr> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(parse_row)
+        .filter(|row| row.state == LISTEN)
+        .map(|row| row.local.ip())
+        .collect()
+}
+
+/// The addresses anything on this host (in this network namespace)
+/// listens on: how the built-in cloud tells an address another cloud's
+/// instance already uses.
+pub fn listening_on_host() -> BTreeSet<IpAddr> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| listening_addresses(&table))
+        .collect()
 }
 
 /// One row of a socket table, the columns we read.
@@ -273,5 +297,21 @@ mod tests {
             find_socket_uid(table, addr("127.0.0.1:1"), addr("127.0.0.1:2")),
             None
         );
+    }
+
+    #[test]
+    fn listening_addresses_are_read_from_the_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0200647F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:A1B2 0200647F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+";
+        let found = listening_addresses(table);
+        assert_eq!(
+            found,
+            BTreeSet::from([IpAddr::V4(Ipv4Addr::new(127, 100, 0, 2))])
+        );
+        assert!(listening_on_host()
+            .iter()
+            .all(|a| !a.is_unspecified() || a.is_unspecified()));
     }
 }

@@ -24,7 +24,7 @@ mod server;
 pub mod signer;
 mod token;
 
-pub use caller::{find_socket_uid, peer_uid, Caller};
+pub use caller::{find_socket_uid, listening_addresses, listening_on_host, peer_uid, Caller};
 pub use metadata::{is_servable_tag_key, InstanceMetadata, MetadataSource};
 pub use server::{
     app, scoped_app, serve, ImdsError, ListenerScope, Running, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER,

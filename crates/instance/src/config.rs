@@ -85,6 +85,12 @@ pub struct InitConfig {
 pub enum Isolation {
     /// Root mode: mount, PID and UTS namespaces, chroot, uid drop.
     Namespaces,
+    /// Without root, where the kernel allows unprivileged user namespaces:
+    /// a user namespace mapping root inside to the cloud's uid outside, then
+    /// mount, PID and UTS namespaces, an overlay root (no `metacopy`, which
+    /// the kernel refuses there) and chroot, as in root mode; every process
+    /// is root inside and the cloud's uid on the host.
+    Userns,
     /// No root: processes run as the cloud's uid in a copied root.
     None,
 }

@@ -1,4 +1,6 @@
-//! Root mode's setup (`isolation: namespaces`): the top process unshares mount,
+//! The namespaced modes' setup (`isolation: namespaces` as root, `userns`
+//! without root, inside a user namespace that maps root to the cloud's uid
+//! and otherwise the same but for the uid drop, the chown and `metacopy`): the top process unshares mount,
 //! UTS and PID namespaces and spawns the runtime again as PID 1 of the new PID
 //! namespace, then forwards SIGTERM to it and waits; PID 1 dies with the top
 //! process (`PR_SET_PDEATHSIG`), and every process of the instance with PID 1.
@@ -22,7 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::config::{InitConfig, Rlimits, RootSource};
+use crate::config::{InitConfig, Isolation, Rlimits, RootSource};
 use crate::{Error, Step};
 
 /// The environment variable that marks the re-spawned runtime as PID 1.
@@ -32,9 +34,19 @@ pub const STAGE_PID1: &str = "pid1";
 
 /// The top process: new namespaces, PID 1 spawned in them, SIGTERM forwarded;
 /// returns PID 1's exit status.
-pub(crate) fn top_process() -> Result<ExitCode, Error> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID)
-        .step("unshare mount, UTS and PID namespaces")?;
+pub(crate) fn top_process(user_namespace: bool) -> Result<ExitCode, Error> {
+    let namespaces = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID;
+    if user_namespace {
+        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+        unshare(CloneFlags::CLONE_NEWUSER | namespaces)
+            .step("unshare user, mount, UTS and PID namespaces")?;
+        // Root inside is this uid outside; nothing else is mapped.
+        std::fs::write("/proc/self/setgroups", "deny").step("deny setgroups")?;
+        std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).step("write uid_map")?;
+        std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).step("write gid_map")?;
+    } else {
+        unshare(namespaces).step("unshare mount, UTS and PID namespaces")?;
+    }
     // Nothing mounted from here on may reach the host's namespace.
     mount(
         None::<&str>,
@@ -120,16 +132,42 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), Error> {
     )
     .step(|| format!("bind {} on {}", source.display(), target.display()))?;
     if read_only {
+        // A remount must keep the flags the source's mount has (in a user
+        // namespace they are locked, and dropping one is refused).
+        let kept = source_mount_flags(source);
         mount(
             None::<&str>,
             target,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
             None::<&str>,
         )
         .step(|| format!("remount {} read-only", target.display()))?;
     }
     Ok(())
+}
+
+/// The per-mount flags of the file system `path` is on, as mount flags.
+fn source_mount_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(stat) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let flags = stat.flags();
+    let mut kept = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if flags.contains(fs) {
+            kept |= ms;
+        }
+    }
+    kept
 }
 
 /// `/x/y` inside the root at `root`; refuses `..`.
@@ -169,8 +207,15 @@ pub(crate) fn prepare_root(config: &InitConfig) -> Result<(), Error> {
                 }
                 lower.push(text.to_string());
             }
+            // metacopy (only metadata copied up by the chown below) needs
+            // real root; a user namespace has nothing to chown.
+            let metacopy = if config.isolation == Isolation::Namespaces {
+                ",metacopy=on"
+            } else {
+                ""
+            };
             let options = format!(
-                "lowerdir={},upperdir={},workdir={},metacopy=on",
+                "lowerdir={},upperdir={},workdir={}{metacopy}",
                 lower.join(":"),
                 overlay.upper.display(),
                 overlay.work.display()
@@ -190,8 +235,10 @@ pub(crate) fn prepare_root(config: &InitConfig) -> Result<(), Error> {
             }
         }
     }
-    // With metacopy=on only the metadata of lower files is copied up.
-    chown_tree(root, config.uid, config.gid)?;
+    if config.isolation == Isolation::Namespaces {
+        // With metacopy=on only the metadata of lower files is copied up.
+        chown_tree(root, config.uid, config.gid)?;
+    }
     for host in &config.host_binds {
         bind_host(root, host)?;
     }
@@ -280,7 +327,13 @@ fn mount_kernel_file_systems(root: &Path, config: &InitConfig) -> Result<(), Err
     }
     let shm = dev.join("shm");
     std::fs::create_dir_all(&shm).step("create /dev/shm")?;
-    let owner = format!("uid={},gid={}", config.uid, config.gid);
+    // In a user namespace only root is mapped: /run stays root's (which
+    // is the cloud's uid outside).
+    let owner = if config.isolation == Isolation::Namespaces {
+        format!("uid={},gid={}", config.uid, config.gid)
+    } else {
+        "uid=0,gid=0".to_string()
+    };
     for (dir, options) in [
         (shm, "mode=1777,size=64m".to_string()),
         (root.join("tmp"), "mode=1777".to_string()),

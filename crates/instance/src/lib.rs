@@ -131,12 +131,23 @@ pub fn init_main(instance_dir: &Path) -> Result<ExitCode, Error> {
         Isolation::Namespaces => {
             if !nix::unistd::geteuid().is_root() {
                 return Err(Error::Refused(
-                    "isolation \"namespaces\" needs root; the backend uses \"none\" without it"
+                    "isolation \"namespaces\" needs root; the backend uses \"userns\" or \"none\" without it"
                         .to_string(),
                 ));
             }
-            isolation::top_process()
+            isolation::top_process(false)
         }
+        Isolation::Userns if stage.as_deref() == Some(isolation::STAGE_PID1) => {
+            isolation::become_pid1()?;
+            isolation::prepare_root(&config)?;
+            let handles = HostHandles::open(instance_dir, &config)?;
+            isolation::enter_root(&config)?;
+            // RLIMIT_NPROC counts the processes of the cloud's own uid.
+            isolation::set_rlimits(&config.rlimits, false)?;
+            // Root inside the user namespace: the only uid it maps.
+            run(config, handles, "/".into(), None)
+        }
+        Isolation::Userns => isolation::top_process(true),
         Isolation::None => {
             nix::sys::prctl::set_child_subreaper(true).step("prctl PR_SET_CHILD_SUBREAPER")?;
             let root = match &config.root {

@@ -66,6 +66,12 @@ pub enum Isolation {
     /// Root: mount, PID and UTS namespaces, an overlay root, a uid of its
     /// own per instance.
     Namespaces,
+    /// Not root, where the kernel allows unprivileged user namespaces: each
+    /// instance in a user namespace (root inside is the cloud's uid outside)
+    /// with its own mount, PID and UTS namespaces and an overlay root, as in
+    /// root mode — but every instance is the cloud's uid on the host, so the
+    /// metadata service tells them apart only by the listener they call.
+    Userns,
     /// Not root: no namespaces, a copied root, every instance runs as the
     /// cloud's own uid — instances can see and signal each other, and the
     /// metadata service tells them apart only by the listener they call.
@@ -77,6 +83,7 @@ impl Isolation {
     pub fn as_str(self) -> &'static str {
         match self {
             Isolation::Namespaces => "namespaces",
+            Isolation::Userns => "userns",
             Isolation::None => "none",
         }
     }
@@ -217,13 +224,15 @@ impl ProcessBackend {
         let store = Arc::new(Store::open(&dir.join("cloud.db"))?);
         let signer = Arc::new(signing_key(&dir.join("imds-key"))?);
         let layers = LayerStore::open(dir.join("layers")).map_err(dir_error(&dir))?;
-        let isolation = config
-            .isolation
-            .unwrap_or(if procfs::effective_uid() == Some(0) {
+        let isolation = config.isolation.unwrap_or_else(|| {
+            if procfs::effective_uid() == Some(0) {
                 Isolation::Namespaces
+            } else if user_namespaces_work(&dir) {
+                Isolation::Userns
             } else {
                 Isolation::None
-            });
+            }
+        });
         let clock: SharedClock = SystemClock::shared();
 
         let base_layer = layers.add_with(build_base_tree).map_err(dir_error(&dir))?;
@@ -420,4 +429,41 @@ impl Backend for ProcessBackend {
     ) -> Result<ModifyInstanceMetadataOptionsResponse, ApiError> {
         self.core.modify_instance_metadata_options(r)
     }
+}
+
+/// Whether this (unprivileged) process can make a user namespace with
+/// mount and PID namespaces and mount an overlay in it — what
+/// [`Isolation::Userns`] needs. Tried once at open with util-linux's
+/// `unshare`, in a scratch directory under the cloud directory.
+fn user_namespaces_work(dir: &Path) -> bool {
+    let scratch = dir.join("userns-probe");
+    let _ = fs::remove_dir_all(&scratch);
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| scratch.join(d));
+    if dirs.iter().any(|d| fs::create_dir_all(d).is_err()) {
+        return false;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dirs[0].display(),
+        dirs[1].display(),
+        dirs[2].display()
+    );
+    let worked = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--uts",
+            "--fork",
+        ])
+        .args(["mount", "-t", "overlay", "overlay", "-o", &options])
+        .arg(&dirs[3])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = fs::remove_dir_all(&scratch);
+    worked
 }

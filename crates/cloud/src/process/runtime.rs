@@ -241,7 +241,7 @@ impl ProcessRuntime {
             for layer in layers.iter().rev() {
                 copy_tree(&self.layers.path(layer), &dir.join("root"))?;
             }
-        } else {
+        } else if self.settings.isolation == Isolation::Namespaces {
             let uid = UID_BASE + slot;
             // The instance runtime chowns the merged tree; the upper
             // directory must be writable by the instance from the start.
@@ -256,8 +256,12 @@ impl ProcessRuntime {
         let address = slot_address(slot);
         let uid = UID_BASE + slot;
         let (isolation, root) = match self.settings.isolation {
-            Isolation::Namespaces => (
-                config::Isolation::Namespaces,
+            Isolation::Namespaces | Isolation::Userns => (
+                if self.settings.isolation == Isolation::Namespaces {
+                    config::Isolation::Namespaces
+                } else {
+                    config::Isolation::Userns
+                },
                 RootSource::Overlay(Overlay {
                     lower: layers.iter().map(|l| self.layers.path(l)).collect(),
                     upper: dir.join("upper"),
@@ -408,12 +412,15 @@ impl ProcessRuntime {
     /// Takes a slot, makes the directory and listener, spawns.
     fn make(&self, id: &str, layers: &[String], user_data: Option<&[u8]>) -> Option<String> {
         let uids = procfs::uids_in_use();
+        let listening = endstate_imds::listening_on_host();
         let port = self.settings.imds_port;
         // Another cloud on this host hands out the same slots: skip the
-        // ones whose address is bound or whose uid runs anything.
+        // ones whose address anything listens on or whose uid runs anything.
         let usable = |n: u32| {
+            let address = slot_address(n);
             !uids.contains(&(UID_BASE + n))
-                && std::net::TcpListener::bind((slot_address(n), port)).is_ok()
+                && !listening.contains(&std::net::IpAddr::V4(address))
+                && std::net::TcpListener::bind((address, port)).is_ok()
         };
         let slot = match self.store.allocate_slot(id, layers, &usable) {
             Ok(slot) => slot,
@@ -869,7 +876,7 @@ impl Runtime for ProcessRuntime {
             }
             // The upper directory is what the instance changed; the work
             // directory is overlayfs's own and is not copied.
-            Isolation::Namespaces => {
+            Isolation::Namespaces | Isolation::Userns => {
                 let layer = self
                     .layers
                     .add_copy(&dir.join("upper"))
@@ -907,7 +914,7 @@ impl Runtime for ProcessRuntime {
 }
 
 /// The metadata service's view of the instances: the caller's instance,
-/// by the uid its socket belongs to (root mode) or, without isolation, by
+/// by the uid its socket belongs to (root mode) or, without root, by
 /// the listener it called — all instances then share the cloud's uid, so
 /// a process can ask another instance's listener and get its data.
 struct Source {
@@ -926,7 +933,7 @@ impl MetadataSource for Source {
                         .find(|(_, l)| UID_BASE + l.slot == uid)
                         .map(|(id, _)| id.clone())?
                 }
-                Isolation::None => live
+                Isolation::Userns | Isolation::None => live
                     .iter()
                     .find(|(_, l)| std::net::IpAddr::V4(slot_address(l.slot)) == caller.local.ip())
                     .map(|(id, _)| id.clone())?,
