@@ -562,14 +562,37 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ids of the running cloud's live instances (all projects).
-async fn live_instances(client: &Ec2Client) -> Result<Vec<String>> {
-    let live = [endstate_provider::Filter::new(
+/// The ids of the running cloud's instances in `states` (all projects).
+async fn instances_in(client: &Ec2Client, states: &[&str]) -> Result<Vec<String>> {
+    let filter = [endstate_provider::Filter::new(
         "instance-state-name",
-        ["pending", "running", "stopping", "stopped", "shutting-down"],
+        states.iter().copied(),
     )];
-    let (found, _) = endstate_provider::describe_all(client, &live).await?;
+    let (found, _) = endstate_provider::describe_all(client, &filter).await?;
     Ok(found.into_iter().map(|i| i.id).collect())
+}
+
+/// Live: not terminated, nor on the way there.
+const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
+
+/// Waits (boundedly) until no instance is shutting down: a stop lets the
+/// server finish the terminations it has begun.
+async fn wait_for_terminations(client: &Ec2Client) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let left = instances_in(client, &["shutting-down"]).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > STOP_TIMEOUT {
+            bail!(
+                "{} instances were still shutting down after {} s",
+                left.len(),
+                STOP_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What `stop` leaves behind: instances terminated first, or still live.
@@ -586,34 +609,24 @@ async fn before_stop(dir: &Path, terminate: bool) -> Result<Left> {
         return Ok(Left::default());
     };
     let client = endpoint.client()?;
-    let ids = live_instances(&client).await?;
-    if !terminate {
-        return Ok(Left {
+    let ids = instances_in(&client, LIVE).await?;
+    if terminate {
+        for chunk in ids.chunks(1000) {
+            endstate_provider::Provider::terminate_instances(&client, chunk).await?;
+        }
+    }
+    wait_for_terminations(&client).await?;
+    Ok(if terminate {
+        Left {
+            terminated: ids.len(),
+            live: 0,
+        }
+    } else {
+        Left {
             terminated: 0,
             live: ids.len(),
-        });
-    }
-    for chunk in ids.chunks(1000) {
-        endstate_provider::Provider::terminate_instances(&client, chunk).await?;
-    }
-    let started = Instant::now();
-    loop {
-        let left = live_instances(&client).await?;
-        if left.is_empty() {
-            return Ok(Left {
-                terminated: ids.len(),
-                live: 0,
-            });
         }
-        if started.elapsed() > STOP_TIMEOUT {
-            bail!(
-                "{} instances were still shutting down after {} s",
-                left.len(),
-                STOP_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
 }
 
 fn stop(dir: &Path, left: Left, json: bool) -> Result<ExitCode> {
