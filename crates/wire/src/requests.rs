@@ -247,6 +247,27 @@ pub struct ModifyInstanceMetadataOptionsRequest {
     pub options: InstanceMetadataOptions,
 }
 
+/// `impl Request` for an action whose only parameter is its list of
+/// instance ids (`InstanceId.N`).
+macro_rules! instance_ids_request {
+    ($name:ident, $action:literal) => {
+        impl Request for $name {
+            const ACTION: &'static str = $action;
+            const PARAMETERS: &'static [&'static str] = &["InstanceId"];
+
+            fn write_params(&self, p: &mut Params) {
+                p.insert_list("InstanceId", &self.instance_ids);
+            }
+
+            fn read_params(p: &Params) -> Result<Self, WireError> {
+                Ok(Self {
+                    instance_ids: p.list("InstanceId")?,
+                })
+            }
+        }
+    };
+}
+
 /// A request struct: its action name and its form parameters.
 pub trait Request: Sized {
     /// The `Action` parameter.
@@ -474,6 +495,32 @@ fn read_filters(params: &Params) -> Result<Vec<Filter>, WireError> {
         .collect()
 }
 
+/// Metadata options as parameters: `MetadataOptions.HttpTokens` (prefix
+/// `MetadataOptions.`, RunInstances) or `HttpTokens` (no prefix,
+/// ModifyInstanceMetadataOptions), and so on.
+fn write_metadata_options(p: &mut Params, prefix: &str, m: &InstanceMetadataOptions) {
+    p.insert_opt(format!("{prefix}HttpTokens"), m.http_tokens.as_deref());
+    p.insert_opt(
+        format!("{prefix}HttpPutResponseHopLimit"),
+        m.http_put_response_hop_limit.map(|h| h.to_string()),
+    );
+    p.insert_opt(format!("{prefix}HttpEndpoint"), m.http_endpoint.as_deref());
+    p.insert_opt(
+        format!("{prefix}InstanceMetadataTags"),
+        m.instance_metadata_tags.as_deref(),
+    );
+}
+
+/// Reads what [`write_metadata_options`] writes.
+fn read_metadata_options(p: &Params, prefix: &str) -> Result<InstanceMetadataOptions, WireError> {
+    Ok(InstanceMetadataOptions {
+        http_tokens: owned(p.get(&format!("{prefix}HttpTokens"))),
+        http_put_response_hop_limit: p.get_u32(&format!("{prefix}HttpPutResponseHopLimit"))?,
+        http_endpoint: owned(p.get(&format!("{prefix}HttpEndpoint"))),
+        instance_metadata_tags: owned(p.get(&format!("{prefix}InstanceMetadataTags"))),
+    })
+}
+
 fn write_tag_specifications(p: &mut Params, specifications: &[TagSpecification]) {
     for (i, spec) in specifications.iter().enumerate() {
         let prefix = format!("TagSpecification.{}", i + 1);
@@ -564,16 +611,7 @@ impl Request for RunInstancesRequest {
             }
         }
         if let Some(m) = &self.metadata_options {
-            p.insert_opt("MetadataOptions.HttpTokens", m.http_tokens.as_deref());
-            p.insert_opt(
-                "MetadataOptions.HttpPutResponseHopLimit",
-                m.http_put_response_hop_limit.map(|h| h.to_string()),
-            );
-            p.insert_opt("MetadataOptions.HttpEndpoint", m.http_endpoint.as_deref());
-            p.insert_opt(
-                "MetadataOptions.InstanceMetadataTags",
-                m.instance_metadata_tags.as_deref(),
-            );
+            write_metadata_options(p, "MetadataOptions.", m);
         }
         write_tag_specifications(p, &self.tag_specifications);
     }
@@ -603,13 +641,7 @@ impl Request for RunInstancesRequest {
             })
             .collect::<Result<Vec<_>, WireError>>()?;
         let metadata_options = if p.iter().any(|(k, _)| k.starts_with("MetadataOptions.")) {
-            Some(InstanceMetadataOptions {
-                http_tokens: owned(p.get("MetadataOptions.HttpTokens")),
-                http_put_response_hop_limit: p
-                    .get_u32("MetadataOptions.HttpPutResponseHopLimit")?,
-                http_endpoint: owned(p.get("MetadataOptions.HttpEndpoint")),
-                instance_metadata_tags: owned(p.get("MetadataOptions.InstanceMetadataTags")),
-            })
+            Some(read_metadata_options(p, "MetadataOptions.")?)
         } else {
             None
         };
@@ -655,20 +687,7 @@ impl Request for DescribeInstancesRequest {
     }
 }
 
-impl Request for TerminateInstancesRequest {
-    const ACTION: &'static str = "TerminateInstances";
-    const PARAMETERS: &'static [&'static str] = &["InstanceId"];
-
-    fn write_params(&self, p: &mut Params) {
-        p.insert_list("InstanceId", &self.instance_ids);
-    }
-
-    fn read_params(p: &Params) -> Result<Self, WireError> {
-        Ok(Self {
-            instance_ids: p.list("InstanceId")?,
-        })
-    }
-}
+instance_ids_request!(TerminateInstancesRequest, "TerminateInstances");
 
 impl Request for CreateTagsRequest {
     const ACTION: &'static str = "CreateTags";
@@ -775,35 +794,9 @@ impl Request for StopInstancesRequest {
     }
 }
 
-impl Request for StartInstancesRequest {
-    const ACTION: &'static str = "StartInstances";
-    const PARAMETERS: &'static [&'static str] = &["InstanceId"];
+instance_ids_request!(StartInstancesRequest, "StartInstances");
 
-    fn write_params(&self, p: &mut Params) {
-        p.insert_list("InstanceId", &self.instance_ids);
-    }
-
-    fn read_params(p: &Params) -> Result<Self, WireError> {
-        Ok(Self {
-            instance_ids: p.list("InstanceId")?,
-        })
-    }
-}
-
-impl Request for RebootInstancesRequest {
-    const ACTION: &'static str = "RebootInstances";
-    const PARAMETERS: &'static [&'static str] = &["InstanceId"];
-
-    fn write_params(&self, p: &mut Params) {
-        p.insert_list("InstanceId", &self.instance_ids);
-    }
-
-    fn read_params(p: &Params) -> Result<Self, WireError> {
-        Ok(Self {
-            instance_ids: p.list("InstanceId")?,
-        })
-    }
-}
+instance_ids_request!(RebootInstancesRequest, "RebootInstances");
 
 impl Request for DescribeInstanceStatusRequest {
     const ACTION: &'static str = "DescribeInstanceStatus";
@@ -911,26 +904,14 @@ impl Request for ModifyInstanceMetadataOptionsRequest {
     ];
 
     fn write_params(&self, p: &mut Params) {
-        let o = &self.options;
         p.insert("InstanceId", self.instance_id.as_str());
-        p.insert_opt("HttpTokens", o.http_tokens.as_deref());
-        p.insert_opt(
-            "HttpPutResponseHopLimit",
-            o.http_put_response_hop_limit.map(|h| h.to_string()),
-        );
-        p.insert_opt("HttpEndpoint", o.http_endpoint.as_deref());
-        p.insert_opt("InstanceMetadataTags", o.instance_metadata_tags.as_deref());
+        write_metadata_options(p, "", &self.options);
     }
 
     fn read_params(p: &Params) -> Result<Self, WireError> {
         Ok(Self {
             instance_id: p.require("InstanceId")?.to_string(),
-            options: InstanceMetadataOptions {
-                http_tokens: owned(p.get("HttpTokens")),
-                http_put_response_hop_limit: p.get_u32("HttpPutResponseHopLimit")?,
-                http_endpoint: owned(p.get("HttpEndpoint")),
-                instance_metadata_tags: owned(p.get("InstanceMetadataTags")),
-            },
+            options: read_metadata_options(p, "")?,
         })
     }
 }

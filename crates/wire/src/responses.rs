@@ -23,6 +23,35 @@ pub trait Response: Sized {
     fn from_xml(text: &str) -> Result<Self, WireError>;
 }
 
+/// A response that lists instance state changes (TerminateInstances,
+/// StopInstances, StartInstances): its struct and both directions.
+macro_rules! state_change_response {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            pub request_id: Option<String>,
+            pub instances: Vec<InstanceStateChange>,
+        }
+
+        impl Response for $name {
+            const ROOT: &'static str = stringify!($name);
+
+            fn to_xml(&self) -> String {
+                write_state_changes(Self::ROOT, &self.request_id, &self.instances)
+            }
+
+            fn from_xml(text: &str) -> Result<Self, WireError> {
+                let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
+                Ok(Self {
+                    request_id,
+                    instances,
+                })
+            }
+        }
+    };
+}
+
 /// A response that carries nothing but `<return>true</return>`: its struct
 /// and both directions.
 macro_rules! return_response {
@@ -138,18 +167,7 @@ impl Instance {
         w.leaf_opt("clientToken", self.client_token.as_deref());
         write_tag_set(w, &self.tags);
         if let Some(m) = &self.metadata_options {
-            w.open("metadataOptions");
-            w.leaf("state", "applied");
-            w.leaf_opt("httpTokens", m.http_tokens.as_deref());
-            w.leaf_opt(
-                "httpPutResponseHopLimit",
-                m.http_put_response_hop_limit
-                    .map(|h| h.to_string())
-                    .as_deref(),
-            );
-            w.leaf_opt("httpEndpoint", m.http_endpoint.as_deref());
-            w.leaf_opt("instanceMetadataTags", m.instance_metadata_tags.as_deref());
-            w.close("metadataOptions");
+            write_metadata_options(w, "metadataOptions", "applied", m);
         }
         w.close("item");
     }
@@ -157,14 +175,7 @@ impl Instance {
     fn read(node: Node<'_, '_>) -> Result<Self, WireError> {
         let placement = xml::required_child(node, "placement")?;
         let metadata_options = xml::child(node, "metadataOptions")
-            .map(|m| {
-                Ok::<_, WireError>(InstanceMetadataOptions {
-                    http_tokens: xml::text_nonempty(m, "httpTokens"),
-                    http_put_response_hop_limit: xml::number(m, "httpPutResponseHopLimit")?,
-                    http_endpoint: xml::text_nonempty(m, "httpEndpoint"),
-                    instance_metadata_tags: xml::text_nonempty(m, "instanceMetadataTags"),
-                })
-            })
+            .map(read_metadata_options)
             .transpose()?;
         Ok(Self {
             instance_id: xml::required_text(node, "instanceId")?,
@@ -336,12 +347,10 @@ pub struct InstanceStateChange {
     pub previous_state: InstanceStateInfo,
 }
 
-/// TerminateInstances' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TerminateInstancesResponse {
-    pub request_id: Option<String>,
-    pub instances: Vec<InstanceStateChange>,
-}
+state_change_response!(
+    /// TerminateInstances' answer.
+    TerminateInstancesResponse
+);
 
 /// Writes the answer of an action that changes instance states
 /// (Terminate, Stop, Start): an `instancesSet` of state changes.
@@ -385,67 +394,15 @@ fn read_state_changes(
     Ok((read_request_id(root), instances))
 }
 
-impl Response for TerminateInstancesResponse {
-    const ROOT: &'static str = "TerminateInstancesResponse";
+state_change_response!(
+    /// StopInstances' answer.
+    StopInstancesResponse
+);
 
-    fn to_xml(&self) -> String {
-        write_state_changes(Self::ROOT, &self.request_id, &self.instances)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
-        Ok(Self {
-            request_id,
-            instances,
-        })
-    }
-}
-
-/// StopInstances' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StopInstancesResponse {
-    pub request_id: Option<String>,
-    pub instances: Vec<InstanceStateChange>,
-}
-
-impl Response for StopInstancesResponse {
-    const ROOT: &'static str = "StopInstancesResponse";
-
-    fn to_xml(&self) -> String {
-        write_state_changes(Self::ROOT, &self.request_id, &self.instances)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
-        Ok(Self {
-            request_id,
-            instances,
-        })
-    }
-}
-
-/// StartInstances' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StartInstancesResponse {
-    pub request_id: Option<String>,
-    pub instances: Vec<InstanceStateChange>,
-}
-
-impl Response for StartInstancesResponse {
-    const ROOT: &'static str = "StartInstancesResponse";
-
-    fn to_xml(&self) -> String {
-        write_state_changes(Self::ROOT, &self.request_id, &self.instances)
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        let (request_id, instances) = read_state_changes(Self::ROOT, text)?;
-        Ok(Self {
-            request_id,
-            instances,
-        })
-    }
-}
+state_change_response!(
+    /// StartInstances' answer.
+    StartInstancesResponse
+);
 
 return_response!(
     /// RebootInstances' answer.
@@ -539,6 +496,38 @@ impl Response for DescribeInstanceStatusResponse {
             next_token: xml::text_nonempty(root, "nextToken"),
         })
     }
+}
+
+/// An instance's metadata options as EC2 writes them, in `element`, with
+/// `state` (`applied` on an instance, `pending` right after a change).
+fn write_metadata_options(
+    w: &mut XmlWriter,
+    element: &str,
+    state: &str,
+    m: &InstanceMetadataOptions,
+) {
+    w.open(element);
+    w.leaf("state", state);
+    w.leaf_opt("httpTokens", m.http_tokens.as_deref());
+    w.leaf_opt(
+        "httpPutResponseHopLimit",
+        m.http_put_response_hop_limit
+            .map(|h| h.to_string())
+            .as_deref(),
+    );
+    w.leaf_opt("httpEndpoint", m.http_endpoint.as_deref());
+    w.leaf_opt("instanceMetadataTags", m.instance_metadata_tags.as_deref());
+    w.close(element);
+}
+
+/// Reads what [`write_metadata_options`] writes (the state is not kept).
+fn read_metadata_options(m: Node<'_, '_>) -> Result<InstanceMetadataOptions, WireError> {
+    Ok(InstanceMetadataOptions {
+        http_tokens: xml::text_nonempty(m, "httpTokens"),
+        http_put_response_hop_limit: xml::number(m, "httpPutResponseHopLimit")?,
+        http_endpoint: xml::text_nonempty(m, "httpEndpoint"),
+        instance_metadata_tags: xml::text_nonempty(m, "instanceMetadataTags"),
+    })
 }
 
 /// Writes `<requestId/><return>true</return>`, the answer of actions that
@@ -789,23 +778,11 @@ impl Response for ModifyInstanceMetadataOptionsResponse {
     const ROOT: &'static str = "ModifyInstanceMetadataOptionsResponse";
 
     fn to_xml(&self) -> String {
-        let o = &self.options;
         let mut w = XmlWriter::document();
         w.open_root(Self::ROOT);
         write_request_id(&mut w, &self.request_id);
         w.leaf("instanceId", &self.instance_id);
-        w.open("instanceMetadataOptions");
-        w.leaf("state", "pending");
-        w.leaf_opt("httpTokens", o.http_tokens.as_deref());
-        w.leaf_opt(
-            "httpPutResponseHopLimit",
-            o.http_put_response_hop_limit
-                .map(|h| h.to_string())
-                .as_deref(),
-        );
-        w.leaf_opt("httpEndpoint", o.http_endpoint.as_deref());
-        w.leaf_opt("instanceMetadataTags", o.instance_metadata_tags.as_deref());
-        w.close("instanceMetadataOptions");
+        write_metadata_options(&mut w, "instanceMetadataOptions", "pending", &self.options);
         w.close(Self::ROOT);
         w.finish()
     }
@@ -813,16 +790,10 @@ impl Response for ModifyInstanceMetadataOptionsResponse {
     fn from_xml(text: &str) -> Result<Self, WireError> {
         let doc = xml::parse(text)?;
         let root = xml::root(&doc, Self::ROOT)?;
-        let m = xml::required_child(root, "instanceMetadataOptions")?;
         Ok(Self {
             request_id: read_request_id(root),
             instance_id: xml::required_text(root, "instanceId")?,
-            options: InstanceMetadataOptions {
-                http_tokens: xml::text_nonempty(m, "httpTokens"),
-                http_put_response_hop_limit: xml::number(m, "httpPutResponseHopLimit")?,
-                http_endpoint: xml::text_nonempty(m, "httpEndpoint"),
-                instance_metadata_tags: xml::text_nonempty(m, "instanceMetadataTags"),
-            },
+            options: read_metadata_options(xml::required_child(root, "instanceMetadataOptions")?)?,
         })
     }
 }
