@@ -1301,6 +1301,27 @@ impl SimulatedBackend {
         out
     }
 
+    /// The preamble of the paged describes (DescribeInstances,
+    /// DescribeInstanceStatus): admits the call (an unfiltered one draws
+    /// from its own bucket, as on EC2), then selects one page among the
+    /// instances visible now whose phase `keep` accepts. The page, the next
+    /// token and the time it was taken at.
+    fn admit_page(
+        &self,
+        world: &mut World,
+        action: &str,
+        query: &PageQuery<'_>,
+        keep: impl Fn(Phase) -> bool,
+    ) -> Result<(Vec<u64>, Option<String>, Duration), ApiError> {
+        let unfiltered =
+            query.filters.is_empty() && query.max_results.is_none() && query.next_token.is_none();
+        self.admit(world, action, unfiltered, 0)?;
+        let now = self.clock.now();
+        let cutoff = now.saturating_sub(self.config.consistency_delay);
+        let (seqs, next_token) = world.select(query, cutoff, now, &self.config.timings, keep)?;
+        Ok((seqs, next_token, now))
+    }
+
     fn check_run(&self, world: &World, request: &RunInstancesRequest) -> Result<(), ApiError> {
         if request.min_count == 0 || request.min_count > request.max_count {
             return Err(ApiError::InvalidParameterValue(format!(
@@ -1693,25 +1714,15 @@ impl Backend for SimulatedBackend {
     ) -> Result<DescribeInstancesResponse, ApiError> {
         let mut guard = self.lock();
         let world = &mut *guard;
-        let unfiltered = request.filters.is_empty()
-            && request.max_results.is_none()
-            && request.next_token.is_none();
-        self.admit(world, "DescribeInstances", unfiltered, 0)?;
-        let now = self.clock.now();
-        let cutoff = now.saturating_sub(self.config.consistency_delay);
-        let (seqs, next_token) = world.select(
-            &PageQuery {
-                ids: &request.instance_ids,
-                filters: &request.filters,
-                max_results: request.max_results,
-                next_token: request.next_token.as_deref(),
-                terminated_retention: self.config.terminated_visible_for,
-            },
-            cutoff,
-            now,
-            &self.config.timings,
-            |_| true,
-        )?;
+        let query = PageQuery {
+            ids: &request.instance_ids,
+            filters: &request.filters,
+            max_results: request.max_results,
+            next_token: request.next_token.as_deref(),
+            terminated_retention: self.config.terminated_visible_for,
+        };
+        let (seqs, next_token, now) =
+            self.admit_page(world, "DescribeInstances", &query, |_| true)?;
         Ok(DescribeInstancesResponse {
             request_id: None,
             reservations: self.reservations(world, &seqs, now),
@@ -2020,26 +2031,18 @@ impl Backend for SimulatedBackend {
     ) -> Result<DescribeInstanceStatusResponse, ApiError> {
         let mut guard = self.lock();
         let world = &mut *guard;
-        let unfiltered = request.filters.is_empty()
-            && request.max_results.is_none()
-            && request.next_token.is_none();
-        self.admit(world, "DescribeInstanceStatus", unfiltered, 0)?;
-        let now = self.clock.now();
-        let cutoff = now.saturating_sub(self.config.consistency_delay);
         let include_all = request.include_all_instances.unwrap_or(false);
-        let (seqs, next_token) = world.select(
-            &PageQuery {
-                ids: &request.instance_ids,
-                filters: &request.filters,
-                max_results: request.max_results,
-                next_token: request.next_token.as_deref(),
-                terminated_retention: self.config.terminated_visible_for,
-            },
-            cutoff,
-            now,
-            &self.config.timings,
-            |phase| include_all || phase == Phase::Running,
-        )?;
+        let query = PageQuery {
+            ids: &request.instance_ids,
+            filters: &request.filters,
+            max_results: request.max_results,
+            next_token: request.next_token.as_deref(),
+            terminated_retention: self.config.terminated_visible_for,
+        };
+        let (seqs, next_token, now) =
+            self.admit_page(world, "DescribeInstanceStatus", &query, |phase| {
+                include_all || phase == Phase::Running
+            })?;
         let statuses = seqs
             .iter()
             .filter_map(|seq| world.instances.get(seq).map(|r| (seq, r)))
