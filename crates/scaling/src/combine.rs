@@ -72,13 +72,7 @@ pub fn combine(capacity: Capacity, votes: &[Vote]) -> Option<Decision> {
         }
     }
 
-    (inside != current).then(|| Decision {
-        new_desired: inside,
-        reason: format!(
-            "desired capacity {current} is outside [{}, {}]; set to {inside}",
-            capacity.min, capacity.max
-        ),
-    })
+    capacity.out_of_bounds()
 }
 
 #[cfg(test)]

@@ -50,6 +50,19 @@ impl Capacity {
     pub fn clamp(&self, n: u32) -> u32 {
         n.max(self.min).min(self.max)
     }
+
+    /// The decision that brings `desired` back inside `[min, max]`, when it
+    /// is outside them (after a schedule moved the bounds, say).
+    pub fn out_of_bounds(&self) -> Option<Decision> {
+        let (current, inside) = (self.desired, self.clamp(self.desired));
+        (inside != current).then(|| Decision {
+            new_desired: inside,
+            reason: format!(
+                "desired capacity {current} is outside [{}, {}]; set to {inside}",
+                self.min, self.max
+            ),
+        })
+    }
 }
 
 /// What a policy wants: a new desired capacity and why.

@@ -199,17 +199,10 @@ pub fn evaluate(
     last_activity: Option<Activity>,
     now: UnixSeconds,
 ) -> Option<Decision> {
-    let current = capacity.desired;
-    if current != capacity.clamp(current) {
-        let new_desired = capacity.clamp(current);
-        return Some(Decision {
-            new_desired,
-            reason: format!(
-                "desired capacity {current} is outside [{}, {}]; set to {new_desired}",
-                capacity.min, capacity.max
-            ),
-        });
+    if let Some(back_inside) = capacity.out_of_bounds() {
+        return Some(back_inside);
     }
+    let current = capacity.desired;
     let step = config.step_for(value)?;
     let warming = launch_times
         .iter()
