@@ -828,62 +828,35 @@ async fn filters(t: Arc<Target>) {
     let launched = t.launch(2, &[("run", &run)]).await;
     t.wait_for(&launched, InstanceState::Running).await;
     let first = &t.by_id(&launched).await[&launched[0]];
-    let both = "the running instances";
-    t.conform(
-        "filters/instance_state_code",
-        both,
-        &filtered(
-            &t,
-            &run,
-            &launched,
+    // Filters that every instance of the run matches.
+    for (check, filter) in [
+        (
+            "filters/instance_state_code",
             Filter::new("instance-state-code", ["16"]),
-        )
-        .await,
-    );
-    t.conform(
-        "filters/instance_state_name",
-        both,
-        &filtered(
-            &t,
-            &run,
-            &launched,
+        ),
+        (
+            "filters/instance_state_name",
             Filter::new("instance-state-name", ["running"]),
-        )
-        .await,
-    );
-    t.conform(
-        "filters/instance_type",
-        both,
-        &filtered(
-            &t,
-            &run,
-            &launched,
+        ),
+        (
+            "filters/instance_type",
             Filter::new("instance-type", ["t3.micro"]),
-        )
-        .await,
-    );
-    t.conform(
-        "filters/availability_zone",
-        both,
-        &filtered(
-            &t,
-            &run,
-            &launched,
+        ),
+        (
+            "filters/availability_zone",
             Filter::new("availability-zone", ["us-east-1a"]),
-        )
-        .await,
-    );
-    t.conform(
-        "filters/image_id",
-        both,
-        &filtered(
-            &t,
-            &run,
-            &launched,
+        ),
+        (
+            "filters/image_id",
             Filter::new("image-id", [t.image_id.clone()]),
-        )
-        .await,
-    );
+        ),
+    ] {
+        t.conform(
+            check,
+            "the running instances",
+            &filtered(&t, &run, &launched, filter).await,
+        );
+    }
     let ip = first.private_ip.clone().expect("a private address");
     t.conform(
         "filters/private_ip_address",
