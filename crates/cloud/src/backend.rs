@@ -10,6 +10,7 @@ use endstate_wire::{
     DeleteTagsRequest, DeleteTagsResponse, DeregisterImageRequest, DeregisterImageResponse,
     DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
     DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
+    DescribeInstanceUtilizationRequest, DescribeInstanceUtilizationResponse,
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest,
     GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
     ModifyInstanceMetadataOptionsResponse, RebootInstancesRequest, RebootInstancesResponse,
@@ -85,6 +86,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         request: &ModifyInstanceMetadataOptionsRequest,
     ) -> Result<ModifyInstanceMetadataOptionsResponse, ApiError> {
         Err(unsupported("ModifyInstanceMetadataOptions", request))
+    }
+
+    /// endstate's extension action, not EC2's: each instance's CPU over
+    /// the last sampling window. Only a backend that runs instances can
+    /// measure them; the others answer `UnsupportedOperation`, so that no
+    /// one mistakes an empty answer for idle instances.
+    fn describe_instance_utilization(
+        &self,
+        request: &DescribeInstanceUtilizationRequest,
+    ) -> Result<DescribeInstanceUtilizationResponse, ApiError> {
+        Err(unsupported("DescribeInstanceUtilization", request))
     }
 }
 

@@ -278,5 +278,10 @@ fn answer(
             response.request_id = id;
             response.to_xml()
         }
+        Ec2Request::DescribeInstanceUtilization(r) => {
+            let mut response = backend.describe_instance_utilization(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
     })
 }

@@ -483,7 +483,7 @@ fn private_ip(seq: u64) -> String {
 }
 
 /// ISO 8601 with milliseconds, as EC2 writes times.
-fn iso_time(since_epoch: Duration) -> String {
+pub(crate) fn iso_time(since_epoch: Duration) -> String {
     let nanos = i128::try_from(since_epoch.as_nanos()).unwrap_or(0);
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -1224,6 +1224,23 @@ impl SimulatedBackend {
         self.world
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a describe of `action` that the runtime answers (throttling
+    /// and faults as for any describe) and checks that every one of `ids`
+    /// names an instance (`InvalidInstanceID.NotFound` otherwise).
+    pub(crate) fn admit_runtime_describe(
+        &self,
+        action: &str,
+        ids: &[String],
+    ) -> Result<(), ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, action, false, 0)?;
+        if !ids.is_empty() {
+            world.lookup(ids, None)?;
+        }
+        Ok(())
     }
 
     /// Throttling, then fault injection, for one call of `action` costing

@@ -567,3 +567,21 @@ async fn tag_rules_follow_ec2() {
         .is_empty());
     cloud.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_simulated_backend_refuses_instance_utilization() {
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let clock = clock();
+    let cloud = start(config(&clock)).await;
+    let client = client(&cloud);
+    client
+        .run_instances(&launch(1, "us-east-1a", "tok-util", "web"))
+        .await
+        .unwrap();
+    // Its instances are records that use no CPU: an empty answer would
+    // read as idle instances, so it says it cannot tell.
+    let err = client.instance_utilization(&[]).await.unwrap_err();
+    assert_eq!(api_code(&err), ("UnsupportedOperation", 400));
+    assert!(err.is_unsupported());
+    assert!(!err.is_retryable());
+}

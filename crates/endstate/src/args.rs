@@ -155,6 +155,56 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the project at its end state continuously: reconcile every
+    /// group, replace unhealthy instances, scale; serve the HTTP API.
+    Serve {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Where the HTTP API listens (loopback); port 0 picks a free one
+        /// (written to serve.json beside the state).
+        #[arg(long, default_value = "127.0.0.1:7311")]
+        listen: String,
+        /// Seconds between full reconciles of every group.
+        #[arg(long, default_value_t = 60.0)]
+        period: f64,
+        /// Seconds between reads of the instances, status checks and CPU.
+        #[arg(long, default_value_t = 5.0)]
+        observe_interval: f64,
+        /// Allow plans that remove more than half of a group, or a whole group.
+        #[arg(long)]
+        allow_mass_terminate: bool,
+    },
+    /// API tokens of `endstate serve` (stored hashed in the state).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Send a metric sample to the running controller (for scaling policies).
+    Metric {
+        #[command(subcommand)]
+        command: MetricCommand,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Pause or resume a group under the running controller.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// The built-in cloud: an EC2-compatible endpoint on this machine whose
     /// instances really run.
     Cloud {
@@ -244,4 +294,47 @@ pub enum CloudCommand {
         /// The instance's directory.
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is kept).
+    Create {
+        /// A name to tell tokens apart.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (names and times, never the tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricCommand {
+    /// `endstate metric put GROUP METRIC VALUE [--instance ID]`
+    Put {
+        group: String,
+        metric: String,
+        value: f64,
+        /// The instance it was measured on; none means group-wide.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Stop acting on the group until it is resumed.
+    Pause {
+        group: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume the group (also releases the correlated-failure brake).
+    Resume { group: String },
 }

@@ -21,7 +21,7 @@ use crate::args::{ApiArgs, Command, RateLimitMode, SpecArgs, StateArgs};
 use crate::output::{render_plan, Progress};
 
 /// How long a run's lease lasts without a heartbeat.
-const LEASE: Duration = Duration::from_secs(60);
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
 pub async fn run(command: Command) -> Result<ExitCode> {
     match command {
@@ -75,6 +75,41 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             api,
             json,
         } => status(&spec, &state, &api, json).await,
+        Command::Serve {
+            spec,
+            state,
+            api,
+            listen,
+            period,
+            observe_interval,
+            allow_mass_terminate,
+        } => {
+            crate::serve::serve(crate::serve::ServeArgs {
+                spec,
+                state,
+                api,
+                listen,
+                period,
+                observe_interval,
+                allow_mass_terminate,
+            })
+            .await
+        }
+        Command::Token {
+            command,
+            spec,
+            state,
+        } => crate::serve::token(command, &spec, &state).await,
+        Command::Metric {
+            command,
+            spec,
+            state,
+        } => crate::serve::metric(command, &spec, &state).await,
+        Command::Group {
+            command,
+            spec,
+            state,
+        } => crate::serve::group(command, &spec, &state).await,
         Command::Cloud { command } => crate::cloud::run(command).await,
         Command::Metadata { paths, json } => crate::cloud::metadata(&paths, json).await,
     }
@@ -91,7 +126,7 @@ fn init(path: &Path, project: &str, force: bool) -> Result<ExitCode> {
 }
 
 /// Loads the spec, or prints every diagnostic and fails.
-fn load_spec(args: &SpecArgs) -> Result<Spec> {
+pub(crate) fn load_spec(args: &SpecArgs) -> Result<Spec> {
     endstate_model::load(&args.file, args.environment.as_deref()).map_err(|diagnostics| {
         anyhow::anyhow!(
             "{diagnostics}\n{} error{} in the spec; nothing was done",
@@ -143,7 +178,7 @@ fn validate(args: &SpecArgs, json: bool) -> Result<ExitCode> {
 }
 
 /// The EC2 client for the spec's provider, wrapped in the governor.
-async fn provider(
+pub(crate) async fn provider(
     spec: &Spec,
     spec_file: &Path,
     api: &ApiArgs,
@@ -180,7 +215,7 @@ async fn provider(
     )))
 }
 
-fn state_path(spec: &SpecArgs, state: &StateArgs) -> PathBuf {
+pub(crate) fn state_path(spec: &SpecArgs, state: &StateArgs) -> PathBuf {
     state.state.clone().unwrap_or_else(|| {
         spec.file
             .parent()
@@ -190,7 +225,7 @@ fn state_path(spec: &SpecArgs, state: &StateArgs) -> PathBuf {
     })
 }
 
-fn open_store(path: &Path, clock: SharedClock) -> Result<Arc<dyn Store>> {
+pub(crate) fn open_store(path: &Path, clock: SharedClock) -> Result<Arc<dyn Store>> {
     let store = SqliteStore::open(path, clock)
         .with_context(|| format!("opening state {}", path.display()))?;
     Ok(Arc::new(store))
@@ -334,6 +369,13 @@ async fn apply(
     json: bool,
 ) -> Result<ExitCode> {
     let spec = Arc::new(load_spec(args)?);
+    if crate::serve::running(&state_path(args, state)).is_some() {
+        if saved.is_some() {
+            bail!("endstate serve owns this project: it acts on specs, not saved plans; run `endstate apply` without a plan file to hand it the spec");
+        }
+        return crate::serve::hand_over(args, &state_path(args, state), allow_mass_terminate, json)
+            .await;
+    }
     let saved = saved.map(read_saved_plan).transpose()?;
     if let Some(saved) = &saved {
         if saved.spec_hash != spec.hash {

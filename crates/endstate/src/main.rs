@@ -6,6 +6,7 @@ mod args;
 mod cloud;
 mod commands;
 mod output;
+mod serve;
 
 use clap::Parser;
 

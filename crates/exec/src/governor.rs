@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use endstate_clock::SharedClock;
 use endstate_provider::{
-    Filter, Image, Instance, InstanceState, LaunchRequest, Operation, Provider, ProviderError,
+    Filter, Image, Instance, InstanceState, InstanceUtilization, LaunchRequest, Operation,
+    Provider, ProviderError,
 };
 use endstate_wire::limits::{BucketShape, RequestClass, ResourceClass, TokenBucket};
 use rand::Rng;
@@ -376,6 +377,36 @@ impl Provider for Governor {
             None,
             false,
             || self.inner.describe_availability_zones(),
+        )
+        .await
+    }
+
+    /// A describe for the buckets (it is endstate's extension action, not
+    /// EC2's; the built-in cloud throttles it as one).
+    async fn describe_instance_status(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<endstate_provider::InstanceStatusCheck>, ProviderError> {
+        self.governed(
+            Operation::DescribeInstanceStatus,
+            RequestClass::NonMutating,
+            None,
+            false,
+            || self.inner.describe_instance_status(ids),
+        )
+        .await
+    }
+
+    async fn instance_utilization(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<InstanceUtilization>, ProviderError> {
+        self.governed(
+            Operation::DescribeInstanceUtilization,
+            RequestClass::NonMutating,
+            None,
+            false,
+            || self.inner.instance_utilization(ids),
         )
         .await
     }

@@ -1,19 +1,21 @@
-//! A [`Session`]: one run of `apply` or `destroy` holding the state lock.
-//! It takes the lock, keeps its lease alive with a heartbeat, records the
-//! run, and is the executor's only way to write the intent journal — every
-//! write carries the lease, so a run that lost its lock cannot write.
+//! A [`Session`]: one run of `apply`, `destroy` or `serve` holding the state
+//! lock. It takes the lock, keeps its lease alive with a heartbeat, records
+//! the run, and is the executor's (and the controller's) only way to write
+//! the intent journal, the event log and the groups' controller state —
+//! every write carries the lease, so a run that lost its lock cannot write.
 //!
 //! Store calls are synchronous SQLite work: they run on the blocking pool,
 //! never on the async workers.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use endstate_clock::SharedClock;
 use endstate_state::{
-    HolderInfo, Intent, IntentId, IntentKind, Lease, NewIntent, RunId, RunKind, RunOutcome,
-    StateError, Store,
+    HolderInfo, Intent, IntentId, IntentKind, Lease, NewEvent, NewIntent, RunId, RunKind,
+    RunOutcome, StateError, Store, StoredEvent,
 };
 
 use crate::ExecError;
@@ -148,6 +150,56 @@ impl Session {
     /// Intents earlier runs left open.
     pub async fn open_intents(&self) -> Result<Vec<Intent>, ExecError> {
         Ok(blocking(&self.store, |s| s.open_intents()).await?)
+    }
+
+    /// Appends events to the log; returns their sequence numbers.
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, ExecError> {
+        self.write(move |s, lease| s.append_events(lease, &events))
+            .await
+    }
+
+    /// Up to `limit` events after `after_seq`, oldest first; only `group`'s
+    /// when given.
+    pub async fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        group: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, ExecError> {
+        let group = group.map(str::to_string);
+        Ok(blocking(&self.store, move |s| {
+            s.events_after(after_seq, limit, group.as_deref())
+        })
+        .await?)
+    }
+
+    /// Stores `group`'s controller state, replacing what was there.
+    pub async fn put_group_state(
+        &self,
+        group: &str,
+        state: serde_json::Value,
+    ) -> Result<(), ExecError> {
+        let group = group.to_string();
+        self.write(move |s, lease| s.put_group_state(lease, &group, &state))
+            .await
+    }
+
+    /// Forgets `group`'s controller state.
+    pub async fn delete_group_state(&self, group: &str) -> Result<(), ExecError> {
+        let group = group.to_string();
+        self.write(move |s, lease| s.delete_group_state(lease, &group))
+            .await
+    }
+
+    /// Every group's controller state, by group name.
+    pub async fn group_states(&self) -> Result<BTreeMap<String, serde_json::Value>, ExecError> {
+        Ok(blocking(&self.store, |s| s.group_states()).await?)
+    }
+
+    /// The store, for reads and lease-free writes (API tokens) that need no
+    /// session method. Its calls are blocking: use `spawn_blocking`.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
     }
 
     /// Records how the run ended and releases the lock.

@@ -58,6 +58,9 @@ fn spec(desired: u32) -> Arc<Spec> {
             tags: Default::default(),
             user_data: None,
             budget: DisruptionBudget::default(),
+            health_check: None,
+            brake: Default::default(),
+            scaling: Default::default(),
         }],
         hash: "hash".into(),
     })

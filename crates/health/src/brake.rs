@@ -14,53 +14,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The brake's settings are the spec's (`replacement_brake:`), defined in
+/// `endstate_model::health`.
+pub use endstate_model::health::BrakeConfig;
+
 use crate::event::{Event, EventKind};
-
-/// When the brake engages.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrakeConfig {
-    /// Engaged when strictly more than this share of the group turned
-    /// unhealthy within the window. Default 0.3.
-    #[serde(default = "default_share")]
-    pub max_unhealthy_share: f64,
-    /// ... and at least this many instances. Default 2.
-    #[serde(default = "default_min")]
-    pub min_unhealthy: u32,
-    /// The window, in seconds. Default 300: ten default probe intervals, so
-    /// instances killed together but detected a few rounds apart (each after
-    /// its own unhealthy threshold) still count as one failure.
-    #[serde(default = "default_window")]
-    pub window_seconds: u64,
-}
-
-fn default_share() -> f64 {
-    0.3
-}
-fn default_min() -> u32 {
-    2
-}
-fn default_window() -> u64 {
-    300
-}
-
-impl Default for BrakeConfig {
-    fn default() -> Self {
-        Self {
-            max_unhealthy_share: default_share(),
-            min_unhealthy: default_min(),
-            window_seconds: default_window(),
-        }
-    }
-}
-
-impl BrakeConfig {
-    /// Whether `unhealthy` of `group_size` trips the brake.
-    pub fn trips(&self, unhealthy: u32, group_size: u32) -> bool {
-        unhealthy >= self.min_unhealthy.max(1)
-            && f64::from(unhealthy) > self.max_unhealthy_share * f64::from(group_size)
-    }
-}
 
 /// Whether replacement may proceed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +74,9 @@ impl Brake {
                 self.present.remove(&event.subject);
                 self.check_recovery(event.at, group_size)
             }
-            EventKind::ReplacementPaused | EventKind::ReplacementResumed => None,
+            EventKind::ProbeFailed
+            | EventKind::ReplacementPaused
+            | EventKind::ReplacementResumed => None,
         }
     }
 

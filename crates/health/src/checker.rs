@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::HealthCheck;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::machine::{HealthStatus, InstanceHealth};
 use crate::probe::{ProbeResult, Prober, ProberError};
 
@@ -186,7 +186,23 @@ impl Run {
             let Some(machine) = self.machines.get_mut(&id) else {
                 continue;
             };
-            if let Some(event) = machine.observe_probe(at, &result) {
+            let was_unhealthy = machine.status() == HealthStatus::Unhealthy;
+            let before = machine.consecutive_failures();
+            let transition = machine.observe_probe(at, &result);
+            let counted = machine.consecutive_failures();
+            let failed = match &result {
+                ProbeResult::Failed(failure) if counted > before && !was_unhealthy => Some(Event {
+                    at,
+                    subject: id.clone(),
+                    kind: EventKind::ProbeFailed,
+                    reason: format!(
+                        "probe failed ({counted} of {} in a row): {failure}",
+                        machine.unhealthy_threshold()
+                    ),
+                }),
+                _ => None,
+            };
+            for event in failed.into_iter().chain(transition) {
                 if self.events.send(event).await.is_err() {
                     return false;
                 }

@@ -22,6 +22,9 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// A probe failed and counted towards the unhealthy threshold (failures
+    /// inside the grace period, or of an instance already unhealthy, do not).
+    ProbeFailed,
     InstanceHealthy,
     InstanceUnhealthy,
     ReplacementPaused,
@@ -32,6 +35,7 @@ impl EventKind {
     /// The name used in the event stream: `replacement_paused`, ….
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::ProbeFailed => "probe_failed",
             Self::InstanceHealthy => "instance_healthy",
             Self::InstanceUnhealthy => "instance_unhealthy",
             Self::ReplacementPaused => "replacement_paused",

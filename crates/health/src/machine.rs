@@ -94,6 +94,16 @@ impl InstanceHealth {
         self.status
     }
 
+    /// Failed probes in a row that counted towards the unhealthy threshold.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The failures in a row that make this instance unhealthy.
+    pub fn unhealthy_threshold(&self) -> u32 {
+        self.unhealthy_threshold
+    }
+
     pub fn launched_at(&self) -> Duration {
         self.launched_at
     }

@@ -44,6 +44,24 @@
 //!       script: |
 //!         echo ${secret.db_password} > /etc/db
 //!     disruption_budget: { min_healthy: 90%, max_surge: 2 }
+//!     health_check:                  # for endstate serve; exactly one of http, tcp
+//!       http: { port: 8080, path: /healthz, expected: "200-299" }   # path /, expected 200
+//!       interval: 10                 # seconds (default 30); timeout (5) must be less
+//!       timeout: 2
+//!       healthy_threshold: 2         # default 5
+//!       unhealthy_threshold: 3       # default 2
+//!       grace_period: 300            # seconds after launch, default 300
+//!     replacement_brake: { max_unhealthy_share: 0.3, min_unhealthy: 2, window: 300 }
+//!     scaling:                       # types of endstate-scaling, checked by it
+//!       target_tracking:
+//!         - { metric: cpu, target: 50, scale_out_cooldown: 60, scale_in_cooldown: 300, instance_warmup: 60 }
+//!       step:
+//!         - metric: requests
+//!           threshold: 100
+//!           adjustment_type: change_in_capacity   # or exact_capacity, percent_change_in_capacity
+//!           steps: [{ lower: 0, upper: 50, adjustment: 1 }, { lower: 50, adjustment: 3 }]
+//!       scheduled:                   # names unique; sets at least one of min, max, desired
+//!         - { name: evening, cron: 0 19 * * 1-5, time_zone: Europe/Berlin, min: 0, desired: 0 }
 //! environments:                      # picked with -e; deep-merged over the above
 //!   prod:
 //!     variables: { web_count: 10 }
@@ -60,6 +78,7 @@
 
 mod cloud_config;
 mod diagnostic;
+pub mod health;
 mod interpolate;
 mod load;
 mod schema;
@@ -69,6 +88,8 @@ mod user_data;
 
 pub use cloud_config::needs_quotes as yaml11_needs_quotes;
 pub use diagnostic::{Diagnostic, Diagnostics};
+/// The auto-scaling crate whose policy types [`Scaling`] holds.
+pub use endstate_scaling as scaling;
 pub use load::{load, load_str, MAX_CAPACITY, MAX_USER_TAGS};
 pub use schema::json_schema;
 pub use starter::starter_spec;

@@ -16,12 +16,17 @@ use marked_yaml::{LoadError, LoaderOptions, Node};
 use sha2::{Digest, Sha256};
 
 use crate::cloud_config::{self, Value};
+use crate::health::{BrakeConfig, ConfigError, ExpectedStatus, HealthCheck, ProbeTarget};
 use crate::interpolate::{self, Piece};
 use crate::user_data::{self, oversize_message, USER_DATA_LIMIT};
 use crate::{
     Capacity, Diagnostic, Diagnostics, DisruptionBudget, Group, MetadataOptions, Provider,
-    RootVolume, SecretRef, Spec, UserData, UserDataPart, Zone,
+    RootVolume, Scaling, SecretRef, Spec, UserData, UserDataPart, Zone,
 };
+use endstate_scaling::schedule::{ScheduleError, ScheduledAction, ScheduledActionConfig};
+use endstate_scaling::step::{AdjustmentType, StepAdjustment, StepConfigError, StepScalingConfig};
+use endstate_scaling::target::TargetTrackingConfig;
+use endstate_scaling::tz::TimeZone;
 
 /// Reads, overlays, interpolates and validates the spec at `path`. User data
 /// files and `file:` secrets are relative to the spec's directory.
@@ -251,12 +256,55 @@ const GROUP_FIELDS: &[&str] = &[
     "tags",
     "user_data",
     "disruption_budget",
+    "health_check",
+    "replacement_brake",
+    "scaling",
 ];
 const CAPACITY_FIELDS: &[&str] = &["min", "desired", "max"];
 const ROOT_VOLUME_FIELDS: &[&str] = &["size_gib", "type"];
 const METADATA_FIELDS: &[&str] = &["tokens", "hop_limit"];
 const USER_DATA_FIELDS: &[&str] = &["script", "file", "cloud_config"];
 const BUDGET_FIELDS: &[&str] = &["min_healthy", "max_surge"];
+const HEALTH_CHECK_FIELDS: &[&str] = &[
+    "http",
+    "tcp",
+    "interval",
+    "timeout",
+    "healthy_threshold",
+    "unhealthy_threshold",
+    "grace_period",
+];
+const HTTP_FIELDS: &[&str] = &["port", "path", "expected"];
+const TCP_FIELDS: &[&str] = &["port"];
+const BRAKE_FIELDS: &[&str] = &["max_unhealthy_share", "min_unhealthy", "window"];
+const SCALING_FIELDS: &[&str] = &["target_tracking", "step", "scheduled"];
+const TARGET_FIELDS: &[&str] = &[
+    "metric",
+    "target",
+    "scale_out_cooldown",
+    "scale_in_cooldown",
+    "instance_warmup",
+    "disable_scale_in",
+];
+const STEP_POLICY_FIELDS: &[&str] = &[
+    "metric",
+    "threshold",
+    "adjustment_type",
+    "steps",
+    "instance_warmup",
+    "scale_in_cooldown",
+    "min_adjustment_magnitude",
+];
+const STEP_FIELDS: &[&str] = &["lower", "upper", "adjustment"];
+const SCHEDULED_FIELDS: &[&str] = &["name", "cron", "time_zone", "min", "max", "desired"];
+const ADJUSTMENT_TYPES: &[(&str, AdjustmentType)] = &[
+    ("change_in_capacity", AdjustmentType::ChangeInCapacity),
+    ("exact_capacity", AdjustmentType::ExactCapacity),
+    (
+        "percent_change_in_capacity",
+        AdjustmentType::PercentChangeInCapacity,
+    ),
+];
 pub(crate) const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
 
 /// The most a group may ask for; a guard against typos like `desired: 30000`.
@@ -269,6 +317,7 @@ pub const MAX_USER_TAGS: usize = 40;
 /// replaces the others (rather than leaving both set).
 const GROUP_EXCLUSIVE: &[&str] = &["instance_type", "instance_types"];
 const USER_DATA_EXCLUSIVE: &[&str] = &["script", "file", "cloud_config"];
+const PROBE_EXCLUSIVE: &[&str] = &["http", "tcp"];
 
 /// Merges `overlay` into `base`: mappings key by key, anything else
 /// replaced. Nodes keep the spans of the file where they were written, so
@@ -281,6 +330,9 @@ fn merge(base: &mut Node, overlay: &Node, path: &mut Vec<String>) {
                 [groups, _] if groups == "groups" => GROUP_EXCLUSIVE,
                 [groups, _, user_data] if groups == "groups" && user_data == "user_data" => {
                     USER_DATA_EXCLUSIVE
+                }
+                [groups, _, check] if groups == "groups" && check == "health_check" => {
+                    PROBE_EXCLUSIVE
                 }
                 _ => &[],
             };
@@ -1222,6 +1274,18 @@ impl Loader<'_> {
             Some((k, n)) => self.budget(n, k),
             None => Some(DisruptionBudget::default()),
         };
+        let health_check = match f.get("health_check") {
+            Some((k, n)) => self.health_check(n, k).map(Some),
+            None => Some(None),
+        };
+        let brake = match f.get("replacement_brake") {
+            Some((k, n)) => self.brake(n, k),
+            None => Some(BrakeConfig::default()),
+        };
+        let scaling = match f.get("scaling") {
+            Some((k, n)) => self.scaling(n, k, capacity.as_ref().map(|c| c.max)),
+            None => Some(Scaling::default()),
+        };
 
         ok.then_some(())?;
         Some(Group {
@@ -1238,6 +1302,9 @@ impl Loader<'_> {
             tags: tags?,
             user_data: user_data?,
             budget: budget?,
+            health_check: health_check?,
+            brake: brake?,
+            scaling: scaling?,
         })
     }
 
@@ -1568,7 +1635,7 @@ impl Loader<'_> {
         let f = self.fields(node, key, "disruption_budget", BUDGET_FIELDS)?;
         let defaults = DisruptionBudget::default();
         let min_healthy = match f.get("min_healthy") {
-            Some((k, n)) => self.share(n, k),
+            Some((k, n)) => self.share(n, k, "disruption_budget.min_healthy"),
             None => Some(defaults.min_healthy_share),
         };
         let max_surge = match f.get("max_surge") {
@@ -1590,8 +1657,8 @@ impl Loader<'_> {
     }
 
     /// `90%` or `0.9` (or `0` / `1`).
-    fn share(&mut self, node: &Node, key: Pos) -> Option<f64> {
-        let (at, v) = self.scalar(node, key, "disruption_budget.min_healthy", "a share")?;
+    fn share(&mut self, node: &Node, key: Pos, path: &str) -> Option<f64> {
+        let (at, v) = self.scalar(node, key, path, "a share")?;
         let share = match &v {
             Scalar::Int(i) if (0..=1).contains(i) => Some(*i as f64),
             Scalar::Str(s) => match s.strip_suffix('%') {
@@ -1606,12 +1673,628 @@ impl Loader<'_> {
                 let shown = v.as_text().unwrap_or_else(|| "null".to_string());
                 self.error_expected(
                     at,
-                    format!("disruption_budget.min_healthy ({shown}) is not a share"),
+                    format!("{path} ({shown}) is not a share"),
                     Some("a percentage like 90% or a fraction between 0 and 1 like 0.9"),
                 );
                 None
             }
         }
+    }
+
+    // ----- what `endstate serve` reads: health, brake, scaling -------------
+
+    /// Whole seconds, as every duration in the spec is written.
+    fn seconds(&mut self, node: &Node, key: Pos, path: &str) -> Option<(Pos, u64)> {
+        self.bounded(node, key, path, 0, i64::from(u32::MAX))
+            .map(|(at, v)| (at, u64::from(v)))
+    }
+
+    /// An integer or a decimal number (`50`, `0.5`, `-2.5`).
+    fn number(&mut self, node: &Node, key: Pos, path: &str) -> Option<(Pos, f64)> {
+        let (at, v) = self.scalar(node, key, path, "a number")?;
+        let number = match &v {
+            Scalar::Int(i) => Some(*i as f64),
+            Scalar::Str(s) => s.parse::<f64>().ok().filter(|f| f.is_finite()),
+            Scalar::Null | Scalar::Bool(_) => None,
+        };
+        if number.is_none() {
+            match &v {
+                Scalar::Str(s) => self.error(at, format!("{path}: `{s}` is not a number")),
+                other => self.error(
+                    at,
+                    format!("{path}: expected a number, found {}", other.kind()),
+                ),
+            }
+        }
+        number.map(|n| (at, n))
+    }
+
+    fn boolean(&mut self, node: &Node, key: Pos, path: &str) -> Option<bool> {
+        let (at, v) = self.scalar(node, key, path, "a boolean")?;
+        match v {
+            Scalar::Bool(b) => Some(b),
+            other => {
+                self.error_expected(
+                    at,
+                    format!("{path}: expected a boolean, found {}", other.kind()),
+                    Some("true or false"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A required field: its key and value, or a reported error.
+    fn required<'n>(
+        &mut self,
+        f: &Fields<'n>,
+        at: Pos,
+        path: &str,
+        field: &str,
+    ) -> Option<(Pos, &'n Node)> {
+        let found = f.get(field);
+        if found.is_none() {
+            self.missing(at, path, field);
+        }
+        found
+    }
+
+    fn health_check(&mut self, node: &Node, key: Pos) -> Option<HealthCheck> {
+        const PATH: &str = "health_check";
+        let f = self.fields(node, key, PATH, HEALTH_CHECK_FIELDS)?;
+        let mut path_at = None;
+        let probe = match (f.get("http"), f.get("tcp")) {
+            (Some(_), Some((k, _))) => {
+                self.error_expected(
+                    k,
+                    "health_check sets both `http` and `tcp`",
+                    Some("one of http, tcp"),
+                );
+                None
+            }
+            (Some((k, n)), None) => self.http_probe(n, k, &mut path_at),
+            (None, Some((k, n))) => self.tcp_probe(n, k),
+            (None, None) => {
+                self.error_expected(
+                    key,
+                    "health_check sets neither `http` nor `tcp`",
+                    Some("http: { port: 8080 } or tcp: { port: 22 }"),
+                );
+                None
+            }
+        };
+        // Defaults come from the type; the probe is replaced below.
+        let mut check = HealthCheck::new(ProbeTarget::Tcp { port: 1 });
+        let mut ok = true;
+        let mut at = BTreeMap::new();
+        for (field, target) in [
+            ("interval", &mut check.interval_seconds),
+            ("timeout", &mut check.timeout_seconds),
+            ("grace_period", &mut check.grace_period_seconds),
+        ] {
+            if let Some((k, n)) = f.get(field) {
+                match self.seconds(n, k, &join(PATH, field)) {
+                    Some((pos, v)) => {
+                        *target = v;
+                        at.insert(field, pos);
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        for (field, target) in [
+            ("healthy_threshold", &mut check.healthy_threshold),
+            ("unhealthy_threshold", &mut check.unhealthy_threshold),
+        ] {
+            if let Some((k, n)) = f.get(field) {
+                match self.bounded(n, k, &join(PATH, field), 0, i64::from(u32::MAX)) {
+                    Some((pos, v)) => {
+                        *target = v;
+                        at.insert(field, pos);
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        let probe = probe?;
+        check.probe = probe;
+        if !ok {
+            return None;
+        }
+        let Err(errors) = check.validate() else {
+            return Some(check);
+        };
+        for e in errors {
+            let (pos, message) = match &e {
+                ConfigError::ZeroInterval => (
+                    at.get("interval"),
+                    "health_check.interval must be at least 1".to_string(),
+                ),
+                ConfigError::TimeoutNotBelowInterval { timeout, interval } => (
+                    at.get("timeout").or(at.get("interval")),
+                    format!(
+                        "health_check.timeout ({timeout}) must be at least 1 and less than \
+                         health_check.interval ({interval})"
+                    ),
+                ),
+                ConfigError::ZeroThreshold(field) => (
+                    at.get(field),
+                    format!("health_check.{field} must be at least 1"),
+                ),
+                ConfigError::RelativePath(p) => (
+                    path_at.as_ref(),
+                    format!("health_check.http.path `{p}` must start with `/`"),
+                ),
+                ConfigError::BadStatus(_) => (None, e.to_string()),
+            };
+            self.error(pos.copied().unwrap_or(key), message);
+        }
+        None
+    }
+
+    fn http_probe(
+        &mut self,
+        node: &Node,
+        key: Pos,
+        path_at: &mut Option<Pos>,
+    ) -> Option<ProbeTarget> {
+        const PATH: &str = "health_check.http";
+        let f = self.fields(node, key, PATH, HTTP_FIELDS)?;
+        let port = self
+            .required(&f, key, PATH, "port")
+            .and_then(|(k, n)| self.port(n, k, "health_check.http.port"));
+        let path = match f.get("path") {
+            Some((k, n)) => self.string(n, k, "health_check.http.path").map(|(at, p)| {
+                *path_at = Some(at);
+                p
+            }),
+            None => Some("/".to_string()),
+        };
+        let expected = match f.get("expected") {
+            Some((k, n)) => {
+                let (at, v) = self.scalar(n, k, "health_check.http.expected", "a status")?;
+                let text = v.as_text().unwrap_or_default();
+                match text.parse::<ExpectedStatus>() {
+                    Ok(expected) => Some(expected),
+                    Err(_) => {
+                        self.error_expected(
+                            at,
+                            format!("health_check.http.expected `{text}` is not a list of HTTP statuses"),
+                            Some("codes and ranges within 100-599, like 200, \"200-299\" or \"200,204\""),
+                        );
+                        None
+                    }
+                }
+            }
+            None => Some(ExpectedStatus::default()),
+        };
+        Some(ProbeTarget::Http {
+            port: port?,
+            path: path?,
+            expected: expected?,
+        })
+    }
+
+    fn tcp_probe(&mut self, node: &Node, key: Pos) -> Option<ProbeTarget> {
+        let f = self.fields(node, key, "health_check.tcp", TCP_FIELDS)?;
+        let (k, n) = self.required(&f, key, "health_check.tcp", "port")?;
+        let port = self.port(n, k, "health_check.tcp.port")?;
+        Some(ProbeTarget::Tcp { port })
+    }
+
+    fn port(&mut self, node: &Node, key: Pos, path: &str) -> Option<u16> {
+        self.bounded(node, key, path, 1, 65_535)
+            .and_then(|(_, p)| u16::try_from(p).ok())
+    }
+
+    fn brake(&mut self, node: &Node, key: Pos) -> Option<BrakeConfig> {
+        let f = self.fields(node, key, "replacement_brake", BRAKE_FIELDS)?;
+        let defaults = BrakeConfig::default();
+        let share = match f.get("max_unhealthy_share") {
+            Some((k, n)) => self.share(n, k, "replacement_brake.max_unhealthy_share"),
+            None => Some(defaults.max_unhealthy_share),
+        };
+        let min = match f.get("min_unhealthy") {
+            Some((k, n)) => self
+                .bounded(
+                    n,
+                    k,
+                    "replacement_brake.min_unhealthy",
+                    0,
+                    i64::from(MAX_CAPACITY),
+                )
+                .map(|(_, v)| v),
+            None => Some(defaults.min_unhealthy),
+        };
+        let window = match f.get("window") {
+            Some((k, n)) => self
+                .seconds(n, k, "replacement_brake.window")
+                .map(|(_, v)| v),
+            None => Some(defaults.window_seconds),
+        };
+        Some(BrakeConfig {
+            max_unhealthy_share: share?,
+            min_unhealthy: min?,
+            window_seconds: window?,
+        })
+    }
+
+    /// `group_max` is the group's `capacity.max` when it parsed.
+    fn scaling(&mut self, node: &Node, key: Pos, group_max: Option<u32>) -> Option<Scaling> {
+        let f = self.fields(node, key, "scaling", SCALING_FIELDS)?;
+        let mut ok = true;
+        let mut scaling = Scaling::default();
+        if let Some((k, n)) = f.get("target_tracking") {
+            let items = self.list(n, k, "scaling.target_tracking");
+            ok &= items.is_some();
+            let items = items.unwrap_or_default();
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("scaling.target_tracking[{i}]");
+                match self.target_tracking(item, value_pos(item, k), &path) {
+                    Some(policy) => scaling.target_tracking.push(policy),
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some((k, n)) = f.get("step") {
+            let items = self.list(n, k, "scaling.step");
+            ok &= items.is_some();
+            let items = items.unwrap_or_default();
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("scaling.step[{i}]");
+                match self.step_policy(item, value_pos(item, k), &path, group_max) {
+                    Some(policy) => scaling.step.push(policy),
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some((k, n)) = f.get("scheduled") {
+            let items = self.list(n, k, "scaling.scheduled");
+            ok &= items.is_some();
+            let items = items.unwrap_or_default();
+            let mut names: BTreeMap<String, Pos> = BTreeMap::new();
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("scaling.scheduled[{i}]");
+                match self.scheduled(item, value_pos(item, k), &path, group_max) {
+                    Some((name_at, action)) => {
+                        if let Some(first) = names.get(&action.name) {
+                            self.error_expected(
+                                name_at,
+                                format!(
+                                    "{path}.name: duplicate scheduled action `{}` (first on line {})",
+                                    action.name, first.line
+                                ),
+                                Some("a name unique within the group"),
+                            );
+                            ok = false;
+                        } else {
+                            names.insert(action.name.clone(), name_at);
+                        }
+                        scaling.scheduled.push(action);
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        ok.then_some(scaling)
+    }
+
+    /// A metric's name: `[a-z][a-z0-9_]*`.
+    fn metric(&mut self, f: &Fields<'_>, at: Pos, path: &str) -> Option<String> {
+        let (k, n) = self.required(f, at, path, "metric")?;
+        let (pos, metric) = self.string(n, k, &join(path, "metric"))?;
+        let mut chars = metric.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if valid {
+            Some(metric)
+        } else {
+            self.error_expected(
+                pos,
+                format!("{path}.metric: invalid metric name `{metric}`"),
+                Some("a-z, 0-9 and _, starting with a letter, like cpu"),
+            );
+            None
+        }
+    }
+
+    /// An optional duration in seconds, `default` when absent.
+    fn seconds_or(&mut self, f: &Fields<'_>, path: &str, field: &str, default: u64) -> Option<u64> {
+        match f.get(field) {
+            Some((k, n)) => self.seconds(n, k, &join(path, field)).map(|(_, v)| v),
+            None => Some(default),
+        }
+    }
+
+    fn target_tracking(
+        &mut self,
+        node: &Node,
+        at: Pos,
+        path: &str,
+    ) -> Option<TargetTrackingConfig> {
+        let f = self.fields(node, at, path, TARGET_FIELDS)?;
+        let metric = self.metric(&f, at, path);
+        let target = self
+            .required(&f, at, path, "target")
+            .and_then(|(k, n)| self.number(n, k, &join(path, "target")))
+            .and_then(|(pos, target)| {
+                if target > 0.0 {
+                    Some(target)
+                } else {
+                    self.error(
+                        pos,
+                        format!("{path}.target ({target}) must be greater than 0"),
+                    );
+                    None
+                }
+            });
+        let scale_out = self.seconds_or(&f, path, "scale_out_cooldown", 300);
+        let scale_in = self.seconds_or(&f, path, "scale_in_cooldown", 300);
+        let warmup = self.seconds_or(&f, path, "instance_warmup", 300);
+        let disable_scale_in = match f.get("disable_scale_in") {
+            Some((k, n)) => self.boolean(n, k, &join(path, "disable_scale_in")),
+            None => Some(false),
+        };
+        Some(TargetTrackingConfig {
+            metric: metric?,
+            target: target?,
+            scale_out_cooldown_secs: scale_out?,
+            scale_in_cooldown_secs: scale_in?,
+            instance_warmup_secs: warmup?,
+            disable_scale_in: disable_scale_in?,
+        })
+    }
+
+    fn step_policy(
+        &mut self,
+        node: &Node,
+        at: Pos,
+        path: &str,
+        group_max: Option<u32>,
+    ) -> Option<StepScalingConfig> {
+        let f = self.fields(node, at, path, STEP_POLICY_FIELDS)?;
+        let metric = self.metric(&f, at, path);
+        let threshold = self
+            .required(&f, at, path, "threshold")
+            .and_then(|(k, n)| self.number(n, k, &join(path, "threshold")));
+        let adjustment_type = self
+            .required(&f, at, path, "adjustment_type")
+            .and_then(|(k, n)| self.string(n, k, &join(path, "adjustment_type")))
+            .and_then(|(pos, name)| {
+                let found = ADJUSTMENT_TYPES.iter().find(|(n, _)| *n == name);
+                if found.is_none() {
+                    let names: Vec<&str> = ADJUSTMENT_TYPES.iter().map(|(n, _)| *n).collect();
+                    self.error_expected(
+                        pos,
+                        format!("{path}.adjustment_type: unknown type `{name}`"),
+                        Some(format!("one of {}", names.join(", "))),
+                    );
+                }
+                found.map(|(_, t)| *t)
+            });
+        let mut step_at = Vec::new();
+        let steps = self.required(&f, at, path, "steps").and_then(|(k, n)| {
+            let items = self.list(n, k, &join(path, "steps"))?;
+            step_at.push(value_pos(n, k));
+            let mut steps = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                let step_path = format!("{path}.steps[{i}]");
+                let item_at = value_pos(item, k);
+                match self.step(item, item_at, &step_path, adjustment_type, group_max) {
+                    Some((adjustment_at, step)) => {
+                        step_at.push(item_at);
+                        step_at.push(adjustment_at);
+                        steps.push(step);
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(steps)
+        });
+        let magnitude = match f.get("min_adjustment_magnitude") {
+            Some((k, n)) => self
+                .bounded(
+                    n,
+                    k,
+                    &join(path, "min_adjustment_magnitude"),
+                    1,
+                    i64::from(group_max.unwrap_or(MAX_CAPACITY)),
+                )
+                .map(|(_, v)| Some(v)),
+            None => Some(None),
+        };
+        let warmup = self.seconds_or(&f, path, "instance_warmup", 300);
+        let scale_in = self.seconds_or(&f, path, "scale_in_cooldown", 300);
+        let policy = StepScalingConfig {
+            metric: metric?,
+            threshold: threshold?.1,
+            adjustment_type: adjustment_type?,
+            steps: steps?,
+            min_adjustment_magnitude: magnitude?,
+            instance_warmup_secs: warmup?,
+            scale_in_cooldown_secs: scale_in?,
+        };
+        // step_at holds the steps list, then each step and its adjustment.
+        let list_at = step_at.first().copied().unwrap_or(at);
+        let step_pos = |i: usize| step_at.get(1 + 2 * i).copied().unwrap_or(list_at);
+        let adjustment_pos = |i: usize| step_at.get(2 + 2 * i).copied().unwrap_or(list_at);
+        let Err(e) = policy.validate() else {
+            return Some(policy);
+        };
+        let (pos, message) = match e {
+            StepConfigError::NoSteps(_) => (list_at, format!("{path}.steps is empty")),
+            StepConfigError::EmptyInterval { index } => (
+                step_pos(index),
+                format!("{path}.steps[{index}]: lower must be below upper"),
+            ),
+            StepConfigError::Overlap { a, b } => (
+                step_pos(b),
+                format!("{path}.steps[{b}] overlaps {path}.steps[{a}]"),
+            ),
+            StepConfigError::NegativeExact { index, value } => (
+                adjustment_pos(index),
+                format!(
+                    "{path}.steps[{index}].adjustment ({value}) is negative, and exact_capacity sets the capacity to it"
+                ),
+            ),
+        };
+        self.error(pos, message);
+        None
+    }
+
+    /// One step, and where its adjustment is written.
+    fn step(
+        &mut self,
+        node: &Node,
+        at: Pos,
+        path: &str,
+        adjustment_type: Option<AdjustmentType>,
+        group_max: Option<u32>,
+    ) -> Option<(Pos, StepAdjustment)> {
+        let f = self.fields(node, at, path, STEP_FIELDS)?;
+        let bound = |this: &mut Self, field: &str| match f.get(field) {
+            Some((k, n)) => this.number(n, k, &join(path, field)).map(|(_, v)| Some(v)),
+            None => Some(None),
+        };
+        let lower = bound(self, "lower");
+        let upper = bound(self, "upper");
+        let adjustment = self
+            .required(&f, at, path, "adjustment")
+            .and_then(|(k, n)| self.integer(n, k, &join(path, "adjustment")));
+        let (adjustment_at, adjustment) = adjustment?;
+        if let (Some(AdjustmentType::ExactCapacity), Some(max)) = (adjustment_type, group_max) {
+            if adjustment > i64::from(max) {
+                self.error(
+                    adjustment_at,
+                    format!(
+                        "{path}.adjustment ({adjustment}) is over capacity.max ({max}), and exact_capacity sets the capacity to it"
+                    ),
+                );
+                return None;
+            }
+        }
+        Some((
+            adjustment_at,
+            StepAdjustment {
+                lower_bound: lower?,
+                upper_bound: upper?,
+                adjustment,
+            },
+        ))
+    }
+
+    /// A scheduled action and where its name is written.
+    fn scheduled(
+        &mut self,
+        node: &Node,
+        at: Pos,
+        path: &str,
+        group_max: Option<u32>,
+    ) -> Option<(Pos, ScheduledActionConfig)> {
+        let f = self.fields(node, at, path, SCHEDULED_FIELDS)?;
+        let name = self
+            .required(&f, at, path, "name")
+            .and_then(|(k, n)| self.string(n, k, &join(path, "name")))
+            .and_then(|(pos, name)| {
+                if name.is_empty() {
+                    self.error(pos, format!("{path}.name is empty"));
+                    None
+                } else {
+                    Some((pos, name))
+                }
+            });
+        let cron = self
+            .required(&f, at, path, "cron")
+            .and_then(|(k, n)| self.string(n, k, &join(path, "cron")));
+        let zone = match f.get("time_zone") {
+            Some((k, n)) => self
+                .string(n, k, &join(path, "time_zone"))
+                .map(|(pos, z)| (Some(pos), z)),
+            None => Some((None, "UTC".to_string())),
+        };
+        let value = |this: &mut Self, field: &str| match f.get(field) {
+            Some((k, n)) => this
+                .bounded(n, k, &join(path, field), 0, i64::from(MAX_CAPACITY))
+                .map(Some),
+            None => Some(None),
+        };
+        let min = value(self, "min");
+        let max = value(self, "max");
+        let desired = value(self, "desired");
+        let ((name_at, name), (cron_at, cron), (zone_at, time_zone)) = (name?, cron?, zone?);
+        let (min, max, desired) = (min?, max?, desired?);
+        let config = ScheduledActionConfig {
+            name,
+            cron,
+            time_zone,
+            min: min.map(|(_, v)| v),
+            max: max.map(|(_, v)| v),
+            desired: desired.map(|(_, v)| v),
+        };
+        let mut ok = true;
+        // Without a max of its own, the action lives within the group's.
+        if let (None, Some(group_max)) = (max, group_max) {
+            for (field, set) in [("min", min), ("desired", desired)] {
+                if let Some((pos, v)) = set {
+                    if v > group_max {
+                        self.error(
+                            pos,
+                            format!(
+                                "{path}.{field} ({v}) is over capacity.max ({group_max}), and the action does not set max"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        // The zone is loaded first; when it fails, the rest is still
+        // checked against UTC so that every error is reported at once.
+        let mut errors = Vec::new();
+        if let Err(e) = ScheduledAction::from_config(&config) {
+            if matches!(e, ScheduleError::Zone { .. }) {
+                errors.push(e);
+                if let Err(more) = ScheduledAction::with_zone(&config, TimeZone::fixed("UTC", 0)) {
+                    errors.push(more);
+                }
+            } else {
+                errors.push(e);
+            }
+        }
+        for e in errors {
+            ok = false;
+            match e {
+                ScheduleError::Zone { source, .. } => self.error_expected(
+                    zone_at.unwrap_or(at),
+                    format!("{path}.time_zone: {source}"),
+                    Some("an IANA time zone name, like Europe/Berlin or UTC"),
+                ),
+                ScheduleError::Cron { source, .. } => {
+                    let pos = match source.offset {
+                        Some(offset) => self.locate(cron_at, &config.cron, offset),
+                        None => cron_at,
+                    };
+                    self.error_expected(
+                        pos,
+                        format!("{path}.cron: {source}"),
+                        Some("minute hour day-of-month month day-of-week, like \"0 19 * * 1-5\""),
+                    );
+                }
+                ScheduleError::NothingToSet(_) => self.error_expected(
+                    at,
+                    format!("{path} sets none of min, max and desired"),
+                    Some("at least one of min, max, desired"),
+                ),
+                ScheduleError::MinAboveMax {
+                    min: lo, max: hi, ..
+                } => self.error(
+                    min.map_or(at, |(pos, _)| pos),
+                    format!("{path}.min ({lo}) is greater than {path}.max ({hi})"),
+                ),
+            }
+        }
+        ok.then_some((name_at, config))
     }
 
     fn user_data(&mut self, node: &Node, key: Pos) -> Option<UserData> {

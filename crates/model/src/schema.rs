@@ -32,6 +32,142 @@ pub fn json_schema() -> Value {
     let string_list = json!({ "type": "array", "items": { "type": "string" } });
     let scalar = json!({ "type": ["string", "integer", "boolean"] });
 
+    let seconds = int(0, u64::from(u32::MAX));
+    let number = json!({
+        "anyOf": [
+            { "type": "number" },
+            { "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$" },
+            var_ref.clone()
+        ]
+    });
+    let share = json!({
+        "anyOf": [
+            { "type": "number", "minimum": 0, "maximum": 1 },
+            { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?%$" }
+        ]
+    });
+    let metric = json!({ "type": "string", "pattern": "^[a-z][a-z0-9_]*$" });
+    let port = int(1, 65_535);
+    let health_check = json!({
+        "description": "How endstate serve tells healthy instances from unhealthy ones. Exactly one of http, tcp.",
+        "type": "object",
+        "additionalProperties": false,
+        "minProperties": 1,
+        "oneOf": [
+            { "required": ["http"], "not": { "required": ["tcp"] } },
+            { "required": ["tcp"], "not": { "required": ["http"] } }
+        ],
+        "properties": {
+            "http": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["port"],
+                "properties": {
+                    "port": port.clone(),
+                    "path": { "type": "string", "pattern": "^/", "default": "/" },
+                    "expected": {
+                        "description": "Status codes and ranges: 200, \"200-299\", \"200,204\".",
+                        "anyOf": [
+                            { "type": "integer", "minimum": 100, "maximum": 599 },
+                            { "type": "string", "pattern": "^[0-9]{3}(-[0-9]{3})?(,[0-9]{3}(-[0-9]{3})?)*$" }
+                        ],
+                        "default": 200
+                    }
+                }
+            },
+            "tcp": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["port"],
+                "properties": { "port": port }
+            },
+            "interval": { "description": "Seconds; default 30.", "allOf": [seconds.clone()] },
+            "timeout": { "description": "Seconds, less than interval; default 5.", "allOf": [seconds.clone()] },
+            "healthy_threshold": { "description": "Default 5.", "allOf": [int(1, u64::from(u32::MAX))] },
+            "unhealthy_threshold": { "description": "Default 2.", "allOf": [int(1, u64::from(u32::MAX))] },
+            "grace_period": { "description": "Seconds after launch; default 300.", "allOf": [seconds.clone()] }
+        }
+    });
+    let replacement_brake = json!({
+        "description": "Correlated failures pause replacement.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "max_unhealthy_share": { "allOf": [share.clone()], "default": 0.3 },
+            "min_unhealthy": { "description": "Default 2.", "allOf": [int(0, 10_000)] },
+            "window": { "description": "Seconds; default 300.", "allOf": [seconds.clone()] }
+        }
+    });
+    let target_tracking = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["metric", "target"],
+        "properties": {
+            "metric": { "description": "cpu: the built-in cloud's per-instance CPU utilization (percent of one core).", "allOf": [metric.clone()] },
+            "target": { "description": "Greater than 0.", "allOf": [number.clone()] },
+            "scale_out_cooldown": { "description": "Seconds; default 300.", "allOf": [seconds.clone()] },
+            "scale_in_cooldown": { "description": "Seconds; default 300.", "allOf": [seconds.clone()] },
+            "instance_warmup": { "description": "Seconds; default 300.", "allOf": [seconds.clone()] },
+            "disable_scale_in": { "anyOf": [{ "type": "boolean" }, var_ref.clone()], "default": false }
+        }
+    });
+    let step = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["metric", "threshold", "adjustment_type", "steps"],
+        "properties": {
+            "metric": metric,
+            "threshold": number.clone(),
+            "adjustment_type": { "enum": ["change_in_capacity", "exact_capacity", "percent_change_in_capacity"] },
+            "steps": {
+                "description": "Bounds relative to threshold; absent is minus or plus infinity.",
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["adjustment"],
+                    "properties": {
+                        "lower": number.clone(),
+                        "upper": number,
+                        "adjustment": { "anyOf": [{ "type": "integer" }, var_ref.clone()] }
+                    }
+                }
+            },
+            "instance_warmup": { "description": "Seconds; default 300.", "allOf": [seconds.clone()] },
+            "scale_in_cooldown": { "description": "Seconds; default 300.", "allOf": [seconds.clone()] },
+            "min_adjustment_magnitude": int(1, 10_000)
+        }
+    });
+    let scheduled = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "cron"],
+        "anyOf": [
+            { "required": ["min"] },
+            { "required": ["max"] },
+            { "required": ["desired"] }
+        ],
+        "properties": {
+            "name": { "description": "Unique within the group.", "type": "string", "minLength": 1 },
+            "cron": { "description": "minute hour day-of-month month day-of-week, in time_zone.", "type": "string" },
+            "time_zone": { "description": "IANA zone name.", "type": "string", "default": "UTC" },
+            "min": int(0, 10_000),
+            "max": int(0, 10_000),
+            "desired": int(0, 10_000)
+        }
+    });
+    let scaling = json!({
+        "description": "Auto-scaling policies applied by endstate serve.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "target_tracking": { "type": "array", "items": target_tracking },
+            "step": { "type": "array", "items": step },
+            "scheduled": { "type": "array", "items": scheduled }
+        }
+    });
+
     let group = json!({
         "type": "object",
         "additionalProperties": false,
@@ -130,7 +266,10 @@ pub fn json_schema() -> Value {
                     },
                     "max_surge": int(0, 10_000)
                 }
-            }
+            },
+            "health_check": health_check,
+            "replacement_brake": replacement_brake,
+            "scaling": scaling
         }
     });
 

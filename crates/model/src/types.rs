@@ -4,7 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use endstate_scaling::schedule::ScheduledActionConfig;
+use endstate_scaling::step::StepScalingConfig;
+use endstate_scaling::target::TargetTrackingConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::health::{BrakeConfig, HealthCheck};
 
 /// Tag keys endstate puts on everything it creates. Observed state is read
 /// by these tags, never one call per resource.
@@ -191,13 +196,39 @@ pub struct Group {
     pub tags: BTreeMap<String, String>,
     pub user_data: Option<UserData>,
     pub budget: DisruptionBudget,
+    /// How `endstate serve` tells healthy instances from unhealthy ones;
+    /// `None`: by EC2's instance state and status checks alone.
+    pub health_check: Option<HealthCheck>,
+    /// When correlated failures pause replacement (`replacement_brake:`).
+    pub brake: BrakeConfig,
+    /// The auto-scaling policies `endstate serve` applies.
+    pub scaling: Scaling,
+}
+
+/// A group's auto-scaling policies, in the types of `endstate-scaling`
+/// (validated by its own functions when the spec is loaded). Empty: the
+/// group keeps the capacity the spec gives it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    pub target_tracking: Vec<TargetTrackingConfig>,
+    pub step: Vec<StepScalingConfig>,
+    pub scheduled: Vec<ScheduledActionConfig>,
+}
+
+impl Scaling {
+    /// Whether the group has no policy at all.
+    pub fn is_empty(&self) -> bool {
+        self.target_tracking.is_empty() && self.step.is_empty() && self.scheduled.is_empty()
+    }
 }
 
 impl Group {
     /// A hash of the launch settings that, when changed, require new
     /// instances: user data template, network, volume, metadata options.
     /// Image and instance type are compared on their own (so that a plan can
-    /// say "wrong image"), and tags change in place, so neither is part of it.
+    /// say "wrong image"), and tags change in place, so neither is part of it;
+    /// nor are the health check, the brake and scaling, which steer
+    /// `endstate serve` and never need new instances.
     pub fn launch_hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let launch = serde_json::json!({

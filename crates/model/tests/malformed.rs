@@ -75,7 +75,7 @@ groups:
             r#"spec.yaml:5:1: error: unknown field `projekt` (did you mean `project`?)
   expected: one of project, provider, variables, secrets, groups, environments
 spec.yaml:12:5: error: unknown field `colour` in group `web`
-  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget"#,
+  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling"#,
         ),
         (
             "wrong types",

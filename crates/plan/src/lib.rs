@@ -15,5 +15,7 @@ mod types;
 
 pub use budget::BudgetLimits;
 pub use observed::{Instance, InstanceState, Observed};
-pub use planner::{desired_tags, observed_fingerprint, plan, PlanOptions, MANAGED_TAG_KEYS};
+pub use planner::{
+    desired_tags, observed_fingerprint, plan, plan_with, PlanOptions, Verdicts, MANAGED_TAG_KEYS,
+};
 pub use types::*;

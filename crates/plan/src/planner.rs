@@ -74,8 +74,31 @@ pub fn observed_fingerprint(observed: &Observed) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// What the controller of `endstate serve` knows about instances beyond
+/// what EC2 reports: which are unhealthy (replace them, within the budget)
+/// and which a scale-in chose to remove. `plan` has none of either.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Instance id → why it is unhealthy.
+    pub unhealthy: BTreeMap<String, String>,
+    /// Instance id → why a scale-in removes it (it counts as surplus).
+    pub retire: BTreeMap<String, String>,
+}
+
 /// Plans the changes that take `observed` to `spec`.
 pub fn plan(spec: &Spec, observed: &Observed, options: &PlanOptions) -> Plan {
+    plan_with(spec, observed, &Verdicts::default(), options)
+}
+
+/// [`plan`], with the controller's verdicts on instances: unhealthy ones
+/// are replaced like outdated ones (launch first when the ceiling allows,
+/// never below the floor), retired ones are removed as surplus.
+pub fn plan_with(
+    spec: &Spec,
+    observed: &Observed,
+    verdicts: &Verdicts,
+    options: &PlanOptions,
+) -> Plan {
     let mut by_group: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for instance in &observed.instances {
         if instance.tag(tags::PROJECT) != Some(spec.project.as_str()) || instance.state.is_gone() {
@@ -92,7 +115,7 @@ pub fn plan(spec: &Spec, observed: &Observed, options: &PlanOptions) -> Plan {
 
     for group in &spec.groups {
         let instances = by_group.remove(group.name.as_str()).unwrap_or_default();
-        let outcome = plan_group(spec, group, &instances, &mut waves);
+        let outcome = plan_group(spec, group, &instances, verdicts, &mut waves);
         let live = instances.iter().filter(|i| i.state.is_live()).count() as u32;
         let reduction = live.saturating_sub(group.capacity.desired);
         if live > 0 && f64::from(reduction) > options.mass_terminate_share * f64::from(live) {
@@ -164,11 +187,22 @@ fn terminate(instance: &Instance, reason: TerminateReason) -> Terminate {
 fn outdated_reason(
     group: &Group,
     launch_hash: &str,
+    verdicts: &Verdicts,
     instance: &Instance,
 ) -> Option<TerminateReason> {
     if !instance.state.is_live() {
         return Some(TerminateReason::NotRunning {
             state: instance.state.to_string(),
+        });
+    }
+    if let Some(reason) = verdicts.retire.get(&instance.id) {
+        return Some(TerminateReason::ScaleIn {
+            reason: reason.clone(),
+        });
+    }
+    if let Some(reason) = verdicts.unhealthy.get(&instance.id) {
+        return Some(TerminateReason::Unhealthy {
+            reason: reason.clone(),
         });
     }
     if instance.image_id != group.image_id {
@@ -356,6 +390,7 @@ fn plan_group(
     spec: &Spec,
     group: &Group,
     instances: &[&Instance],
+    verdicts: &Verdicts,
     waves: &mut Waves,
 ) -> GroupOutcome {
     let desired = group.capacity.desired;
@@ -373,7 +408,7 @@ fn plan_group(
     let mut outdated: Vec<(&Instance, TerminateReason)> = Vec::new();
     for instance in instances {
         count_state(&mut summary, instance.state);
-        match outdated_reason(group, &launch_hash, instance) {
+        match outdated_reason(group, &launch_hash, verdicts, instance) {
             None => current.push(instance),
             Some(reason) => outdated.push((instance, reason)),
         }
@@ -427,7 +462,9 @@ fn plan_group(
         old.retain(|(instance, reason)| {
             if removed.contains(instance.id.as_str()) {
                 let reason = match reason {
-                    TerminateReason::NotRunning { .. } => reason.clone(),
+                    TerminateReason::NotRunning { .. }
+                    | TerminateReason::ScaleIn { .. }
+                    | TerminateReason::Unhealthy { .. } => reason.clone(),
                     _ => TerminateReason::OverCapacity { live, desired },
                 };
                 waves.terminate_first(0, terminate(instance, reason));
@@ -602,6 +639,9 @@ mod tests {
             tags: [("team".to_string(), "web".to_string())].into(),
             user_data: None,
             budget: DisruptionBudget::default(),
+            health_check: None,
+            brake: Default::default(),
+            scaling: Default::default(),
         }
     }
 

@@ -40,13 +40,34 @@ pub struct Terminate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TerminateReason {
-    OverCapacity { live: u32, desired: u32 },
-    WrongImage { has: String, wants: String },
-    WrongType { has: String, wants: Vec<String> },
-    WrongZone { has: String },
+    OverCapacity {
+        live: u32,
+        desired: u32,
+    },
+    WrongImage {
+        has: String,
+        wants: String,
+    },
+    WrongType {
+        has: String,
+        wants: Vec<String>,
+    },
+    WrongZone {
+        has: String,
+    },
     LaunchChanged,
-    NotRunning { state: String },
+    NotRunning {
+        state: String,
+    },
     NotInSpec,
+    /// The controller found it unhealthy (`endstate serve`).
+    Unhealthy {
+        reason: String,
+    },
+    /// A scale-in chose it (`endstate serve`).
+    ScaleIn {
+        reason: String,
+    },
 }
 
 /// Set and remove tags on instances that are otherwise as desired.
@@ -189,6 +210,8 @@ impl fmt::Display for TerminateReason {
             }
             TerminateReason::NotRunning { state } => write!(f, "not running ({state})"),
             TerminateReason::NotInSpec => f.write_str("group is not in the spec"),
+            TerminateReason::Unhealthy { reason } => write!(f, "unhealthy: {reason}"),
+            TerminateReason::ScaleIn { reason } => write!(f, "scale-in: {reason}"),
         }
     }
 }

@@ -67,6 +67,9 @@ fn group(rng: &mut Rng, name: &str) -> Group {
             min_healthy_share: *rng.pick(&[0.0, 0.5, 0.9, 1.0]),
             max_surge: *rng.pick(&[None, Some(0), Some(1), Some(3)]),
         },
+        health_check: None,
+        brake: Default::default(),
+        scaling: Default::default(),
     }
 }
 

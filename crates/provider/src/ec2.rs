@@ -22,7 +22,8 @@ use endstate_wire::{
     BlockDeviceMapping, CreateTagsRequest, CreateTagsResponse, DeleteTag, DeleteTagsRequest,
     DeleteTagsResponse, DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse,
     DescribeImagesRequest, DescribeImagesResponse, DescribeInstanceStatusRequest,
-    DescribeInstanceStatusResponse, DescribeInstancesRequest, DescribeInstancesResponse,
+    DescribeInstanceStatusResponse, DescribeInstanceUtilizationRequest,
+    DescribeInstanceUtilizationResponse, DescribeInstancesRequest, DescribeInstancesResponse,
     EbsBlockDevice, ErrorResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
     InstanceMetadataOptions, Request, Response, RunInstancesRequest, RunInstancesResponse, Tag,
     TagSpecification, TerminateInstancesRequest, TerminateInstancesResponse, UserData,
@@ -30,7 +31,8 @@ use endstate_wire::{
 use tracing::Instrument as _;
 
 use crate::{
-    Filter, Image, Instance, InstanceState, LaunchRequest, Operation, Provider, ProviderError,
+    Filter, Image, Instance, InstanceState, InstanceUtilization, LaunchRequest, Operation,
+    Provider, ProviderError,
 };
 
 /// The content type EC2 expects for Query-protocol bodies.
@@ -656,6 +658,57 @@ impl Provider for Ec2Client {
             )
             .await?;
         Ok(response.zones.into_iter().map(|z| z.zone_name).collect())
+    }
+
+    /// `DescribeInstanceUtilization`, which only the built-in cloud's
+    /// process backend answers: EC2 itself refuses it with `InvalidAction`
+    /// and the simulated backend with `UnsupportedOperation` (both
+    /// [`ProviderError::is_unsupported`]).
+    async fn describe_instance_status(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<crate::InstanceStatusCheck>, ProviderError> {
+        let request = DescribeInstanceStatusRequest {
+            instance_ids: ids.to_vec(),
+            include_all_instances: Some(true),
+            ..DescribeInstanceStatusRequest::default()
+        };
+        let response: DescribeInstanceStatusResponse = self
+            .call(Operation::DescribeInstanceStatus, &request)
+            .await?;
+        Ok(response
+            .statuses
+            .into_iter()
+            .map(|s| crate::InstanceStatusCheck {
+                instance_id: s.instance_id,
+                state: InstanceState::parse(&s.state.name).unwrap_or(InstanceState::Pending),
+                instance_status: s.instance_status,
+                system_status: s.system_status,
+            })
+            .collect())
+    }
+
+    async fn instance_utilization(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<InstanceUtilization>, ProviderError> {
+        let request = DescribeInstanceUtilizationRequest {
+            instance_ids: ids.to_vec(),
+        };
+        let response: DescribeInstanceUtilizationResponse = self
+            .call(Operation::DescribeInstanceUtilization, &request)
+            .await?;
+        Ok(response
+            .instances
+            .into_iter()
+            .map(|i| InstanceUtilization {
+                instance_id: i.instance_id,
+                cpu_utilization: i.cpu_utilization,
+                cpu_seconds: i.cpu_seconds,
+                window_seconds: i.window_seconds,
+                sampled_at: i.sampled_at,
+            })
+            .collect())
     }
 }
 

@@ -11,7 +11,8 @@
 //! 1,000; the lifecycle one step per describe (`pending` → `running`,
 //! `shutting-down` → `terminated`). Test knobs: injected faults for the next
 //! N calls of an operation (optionally only launches of one zone/type), a
-//! per-zone capacity, and a log of calls.
+//! per-zone capacity, CPU utilization per instance (what the built-in
+//! cloud's `DescribeInstanceUtilization` would report), and a log of calls.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -19,11 +20,17 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::{
-    Filter, Image, Instance, InstanceState, LaunchRequest, Operation, Provider, ProviderError,
+    Filter, Image, Instance, InstanceState, InstanceUtilization, LaunchRequest, Operation,
+    Provider, ProviderError,
 };
 
 /// DescribeInstances page size, as EC2's maximum.
 const PAGE_SIZE: usize = 1000;
+
+/// The window [`FakeProvider::set_utilization`] reports.
+const FAKE_WINDOW_SECONDS: f64 = 2.0;
+/// The time [`FakeProvider::set_utilization`] reports as sampled.
+const FAKE_SAMPLED_AT: &str = "2026-11-27T12:00:00Z";
 
 /// What an injected fault does to a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +194,7 @@ struct FakeState {
     images: BTreeMap<String, Image>,
     calls: Vec<FakeCall>,
     launched: u64,
+    utilization: BTreeMap<String, InstanceUtilization>,
 }
 
 /// An in-memory fake of EC2 (see the module docs).
@@ -255,6 +263,33 @@ impl FakeProvider {
     /// Makes an image known to DescribeImages.
     pub fn add_image(&self, image: Image) {
         self.state().images.insert(image.id.clone(), image);
+    }
+
+    /// What `instance_utilization` reports for `id` from now on: `percent`
+    /// of one core over a 2-second window, the CPU seconds growing by that
+    /// window's share at each call, sampled at a fixed time.
+    pub fn set_utilization(&self, id: impl Into<String>, percent: f64) {
+        let id = id.into();
+        let mut s = self.state();
+        let cpu_seconds = s.utilization.get(&id).map_or(0.0, |u| u.cpu_seconds);
+        s.utilization.insert(
+            id.clone(),
+            InstanceUtilization {
+                instance_id: id,
+                cpu_utilization: percent,
+                cpu_seconds: cpu_seconds + percent / 100.0 * FAKE_WINDOW_SECONDS,
+                window_seconds: FAKE_WINDOW_SECONDS,
+                sampled_at: FAKE_SAMPLED_AT.to_string(),
+            },
+        );
+    }
+
+    /// What `instance_utilization` reports for `utilization.instance_id`,
+    /// every field as given.
+    pub fn set_instance_utilization(&self, utilization: InstanceUtilization) {
+        self.state()
+            .utilization
+            .insert(utilization.instance_id.clone(), utilization);
     }
 
     /// Every call so far, in order.
@@ -731,6 +766,25 @@ impl Provider for FakeProvider {
         let result = Ok(self.zones.clone());
         self.finish(&mut s, lose, result)
     }
+
+    /// The utilization set for `ids` (every one set when empty); ids
+    /// never set are absent, as instances the cloud has not sampled yet.
+    async fn instance_utilization(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<InstanceUtilization>, ProviderError> {
+        let mut s = self.state();
+        let mut call = FakeCall::new(Operation::DescribeInstanceUtilization);
+        call.ids = ids.to_vec();
+        let lose = self.begin(&mut s, call)?;
+        let result = Ok(s
+            .utilization
+            .values()
+            .filter(|u| ids.is_empty() || ids.contains(&u.instance_id))
+            .cloned()
+            .collect());
+        self.finish(&mut s, lose, result)
+    }
 }
 
 #[cfg(test)]
@@ -978,5 +1032,42 @@ mod tests {
             .instances()
             .iter()
             .all(|i| i.state == InstanceState::Pending));
+    }
+
+    #[tokio::test]
+    async fn utilization_is_what_the_test_set_and_absent_until_set() {
+        let fake = FakeProvider::new();
+        assert!(fake.instance_utilization(&[]).await.unwrap().is_empty());
+        fake.set_utilization("i-busy", 150.0);
+        fake.set_utilization("i-idle", 2.5);
+        fake.set_utilization("i-busy", 90.0);
+        let all = fake.instance_utilization(&[]).await.unwrap();
+        assert_eq!(all.len(), 2);
+        let busy = &fake
+            .instance_utilization(&["i-busy".to_string(), "i-never".to_string()])
+            .await
+            .unwrap()[0];
+        assert_eq!(busy.instance_id, "i-busy");
+        assert_eq!(busy.cpu_utilization, 90.0);
+        // 150% then 90% of two-second windows.
+        assert!((busy.cpu_seconds - 4.8).abs() < 1e-9, "{busy:?}");
+        assert_eq!(busy.window_seconds, 2.0);
+        fake.fail_next(
+            Operation::DescribeInstanceUtilization,
+            1,
+            503,
+            "RequestLimitExceeded",
+            "slow down",
+        );
+        assert!(fake
+            .instance_utilization(&[])
+            .await
+            .unwrap_err()
+            .is_throttle());
+        assert_eq!(
+            fake.request_counts()
+                .get(&Operation::DescribeInstanceUtilization),
+            Some(&4)
+        );
     }
 }

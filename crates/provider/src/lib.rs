@@ -101,6 +101,36 @@ pub struct Image {
     pub tags: BTreeMap<String, String>,
 }
 
+/// One instance's CPU over the cloud's last sampling window, as the
+/// One instance's status checks, as DescribeInstanceStatus reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatusCheck {
+    pub instance_id: String,
+    pub state: InstanceState,
+    /// `ok`, `impaired`, `initializing`, `insufficient-data` or `not-applicable`.
+    pub instance_status: String,
+    pub system_status: String,
+}
+
+/// The most instance ids one DescribeInstanceStatus call may name.
+pub const STATUS_BATCH: usize = 100;
+
+/// built-in cloud's `DescribeInstanceUtilization` (an endstate extension,
+/// not an EC2 action) reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceUtilization {
+    pub instance_id: String,
+    /// Percent of one core: one busy thread reads about 100, two about 200.
+    pub cpu_utilization: f64,
+    /// CPU seconds of the instance's processes as far as the cloud has
+    /// seen them (what they had used when it first sampled them included).
+    pub cpu_seconds: f64,
+    /// The window's length in wall-clock seconds.
+    pub window_seconds: f64,
+    /// When the window ended (RFC 3339).
+    pub sampled_at: String,
+}
+
 /// Which bucket of EC2's request-rate limits an operation draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
@@ -113,6 +143,8 @@ pub enum Operation {
     DescribeAvailabilityZones,
     DescribeInstanceStatus,
     GetConsoleOutput,
+    /// endstate's extension action (not EC2's); a non-mutating describe.
+    DescribeInstanceUtilization,
 }
 
 impl Operation {
@@ -128,6 +160,7 @@ impl Operation {
             Operation::DescribeAvailabilityZones => "DescribeAvailabilityZones",
             Operation::DescribeInstanceStatus => "DescribeInstanceStatus",
             Operation::GetConsoleOutput => "GetConsoleOutput",
+            Operation::DescribeInstanceUtilization => "DescribeInstanceUtilization",
         }
     }
 }
@@ -161,6 +194,13 @@ pub enum ProviderError {
         operation: Operation,
         message: String,
     },
+    /// This provider cannot do the operation at all (no request was
+    /// made): CPU utilization from a provider that has no such action.
+    #[error("{operation:?} is not supported by {provider}")]
+    Unsupported {
+        operation: Operation,
+        provider: String,
+    },
     /// No credentials could be found or signing failed.
     #[error("credentials: {0}")]
     Credentials(String),
@@ -177,6 +217,14 @@ impl ProviderError {
             ProviderError::Api { code, .. } => Some(code),
             _ => None,
         }
+    }
+
+    /// The provider or its endpoint does not do this operation: our own
+    /// [`ProviderError::Unsupported`], or an endpoint's `InvalidAction`
+    /// (EC2, for endstate's extension actions) or `UnsupportedOperation`.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, ProviderError::Unsupported { .. })
+            || matches!(self.code(), Some("InvalidAction" | "UnsupportedOperation"))
     }
 
     /// EC2 throttled the call.
@@ -206,6 +254,7 @@ impl ProviderError {
             }
             ProviderError::Transport { .. } => true,
             ProviderError::Decode { .. }
+            | ProviderError::Unsupported { .. }
             | ProviderError::Credentials(_)
             | ProviderError::Config(_) => false,
         }
@@ -263,6 +312,36 @@ pub trait Provider: Send + Sync {
 
     /// DescribeAvailabilityZones: the zone names of the region.
     async fn describe_availability_zones(&self) -> Result<Vec<String>, ProviderError>;
+
+    /// CPU utilization of `ids` (every instance when empty) over the
+    /// endpoint's last sampling window; instances it has not sampled yet
+    /// are absent. Only the built-in cloud's process backend answers it
+    /// (`DescribeInstanceUtilization`, an endstate extension: EC2 has no
+    /// metrics in its API); the default is [`ProviderError::Unsupported`].
+    /// DescribeInstanceStatus of up to [`STATUS_BATCH`] `ids`, in every
+    /// state (`IncludeAllInstances`). The default is
+    /// [`ProviderError::Unsupported`].
+    async fn describe_instance_status(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<InstanceStatusCheck>, ProviderError> {
+        let _ = ids;
+        Err(ProviderError::Unsupported {
+            operation: Operation::DescribeInstanceStatus,
+            provider: "this provider".to_string(),
+        })
+    }
+
+    async fn instance_utilization(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<InstanceUtilization>, ProviderError> {
+        let _ = ids;
+        Err(ProviderError::Unsupported {
+            operation: Operation::DescribeInstanceUtilization,
+            provider: "this provider".to_string(),
+        })
+    }
 }
 
 /// Every page of DescribeInstances for `filters`, and how many pages (calls)
@@ -283,6 +362,83 @@ pub async fn describe_all(
         match next {
             Some(token) if !token.is_empty() => next_token = Some(token),
             _ => return Ok((instances, pages)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Implements only the required methods, as a provider written before
+    /// `instance_utilization` existed.
+    struct FakeWithoutUtilization;
+
+    #[async_trait]
+    impl Provider for FakeWithoutUtilization {
+        async fn run_instances(&self, _: &LaunchRequest) -> Result<Vec<Instance>, ProviderError> {
+            Ok(Vec::new())
+        }
+        async fn describe_instances_page(
+            &self,
+            _: &[Filter],
+            _: Option<&str>,
+        ) -> Result<(Vec<Instance>, Option<String>), ProviderError> {
+            Ok((Vec::new(), None))
+        }
+        async fn terminate_instances(
+            &self,
+            _: &[String],
+        ) -> Result<Vec<(String, InstanceState)>, ProviderError> {
+            Ok(Vec::new())
+        }
+        async fn create_tags(
+            &self,
+            _: &[String],
+            _: &BTreeMap<String, String>,
+        ) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn delete_tags(&self, _: &[String], _: &[String]) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn describe_images(&self, _: &[String]) -> Result<Vec<Image>, ProviderError> {
+            Ok(Vec::new())
+        }
+        async fn describe_availability_zones(&self) -> Result<Vec<String>, ProviderError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn utilization_is_unsupported_unless_a_provider_implements_it() {
+        let err = FakeWithoutUtilization
+            .instance_utilization(&[])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ProviderError::Unsupported {
+                operation: Operation::DescribeInstanceUtilization,
+                ..
+            }
+        ));
+        assert!(err.is_unsupported());
+        assert!(!err.is_retryable());
+        assert!(
+            err.to_string().contains("DescribeInstanceUtilization"),
+            "{err}"
+        );
+        for code in ["InvalidAction", "UnsupportedOperation"] {
+            let api = ProviderError::Api {
+                operation: Operation::DescribeInstanceUtilization,
+                status: 400,
+                code: code.to_string(),
+                message: String::new(),
+                request_id: None,
+            };
+            assert!(api.is_unsupported(), "{code}");
         }
     }
 }

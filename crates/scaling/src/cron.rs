@@ -34,6 +34,9 @@ pub struct CronError {
     pub expr: String,
     /// What is wrong, naming the field and the token.
     pub message: String,
+    /// The byte offset in `expr` of the field at fault, so that a caller
+    /// can point into the text; `None` when the number of fields is wrong.
+    pub offset: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,20 +133,24 @@ impl std::str::FromStr for CronExpr {
 impl CronExpr {
     /// Parses a five-field expression.
     pub fn parse(expr: &str) -> Result<CronExpr, CronError> {
-        let err = |message: String| CronError {
+        let err = |message: String, offset: Option<usize>| CronError {
             expr: expr.to_string(),
             message,
+            offset,
         };
-        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let (offsets, fields): (Vec<usize>, Vec<&str>) = split_fields(expr).into_iter().unzip();
         if fields.len() != 5 {
-            return Err(err(format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-                fields.len()
-            )));
+            return Err(err(
+                format!(
+                    "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
+                    fields.len()
+                ),
+                None,
+            ));
         }
         let mut sets = [0u64; 5];
         for (i, (field, text)) in Field::ALL.iter().zip(&fields).enumerate() {
-            sets[i] = parse_field(*field, text).map_err(err)?;
+            sets[i] = parse_field(*field, text).map_err(|m| err(m, Some(offsets[i])))?;
         }
         // Day of week 7 is Sunday too.
         let mut dow = sets[4];
@@ -192,6 +199,26 @@ impl CronExpr {
                 && (1..=days_in_month(2000, m)).any(|d| self.days_of_month & (1 << d) != 0)
         })
     }
+}
+
+/// The whitespace-separated fields of `expr`, each with its byte offset.
+fn split_fields(expr: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in expr.char_indices() {
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) => {
+                out.push((s, &expr[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &expr[s..]));
+    }
+    out
 }
 
 fn parse_field(field: Field, text: &str) -> Result<u64, String> {
@@ -350,6 +377,14 @@ mod tests {
             expr: CronExpr::parse(expr).unwrap(),
             zone: TimeZone::load(zone).unwrap(),
         }
+    }
+
+    #[test]
+    fn parse_errors_say_where_the_bad_field_starts() {
+        let at = |expr: &str| CronExpr::parse(expr).unwrap_err().offset;
+        assert_eq!(at("0  25 * * *"), Some(3));
+        assert_eq!(at("0 8 * * MON-FRI/0"), Some(8));
+        assert_eq!(at("* * * *"), None);
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub enum StateError {
         source: std::io::Error,
     },
 
+    /// An API token was asked for with an empty (or all-blank) name.
+    #[error("an API token needs a name saying who or what uses it; the name given was empty")]
+    EmptyTokenName,
+
+    /// The operating system's random source failed, so no token was made.
+    #[error("cannot read random bytes from the operating system to make a token")]
+    Random(#[source] getrandom::Error),
+
     /// SQLite failed (I/O error, disk full, busy past the timeout, ...).
     #[error("state database error")]
     Sqlite(#[from] rusqlite::Error),

@@ -3,8 +3,10 @@
 //!
 //! What it keeps: the history of runs, the intent journal (what the executor
 //! is about to do, written before it does it, so a crash leaves a trace to
-//! resolve), and one lock per state file with a lease and a fencing
-//! generation.
+//! resolve), one lock per state file with a lease and a fencing generation,
+//! and for `endstate serve`: a bounded log of events (each action and its
+//! reason), the API's bearer tokens (hashed), and each group's controller
+//! state (opaque JSON).
 //!
 //! **The lease model.** A writer first calls [`Store::acquire_lock`], which
 //! returns a [`Lease`] or [`StateError::Locked`]. Every write method takes
@@ -16,7 +18,8 @@
 //! uses the lease it returns, and [`Store::release`]s it at the end. A lock
 //! is taken over at once when its lease expired, or when its holder ran on
 //! this host and is provably dead (process gone, PID reused, host rebooted).
-//! Reads need no lease.
+//! Reads need no lease, and neither do the API tokens: `endstate token
+//! create` runs beside a controller that holds the lock.
 //!
 //! ```no_run
 //! # use std::time::Duration;
@@ -45,20 +48,25 @@
 //! `spawn_blocking`). PostgreSQL comes later behind the same trait.
 
 mod error;
+mod event;
 mod intent;
 mod liveness;
 mod lock;
 mod migrations;
 mod run;
 mod sqlite;
+mod token;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use error::StateError;
+pub use event::{NewEvent, StoredEvent, DEFAULT_EVENT_LIMIT};
 pub use intent::{Intent, IntentId, IntentKind, IntentStatus, NewIntent};
 pub use lock::{HolderInfo, Lease, LockInfo};
 pub use run::{Run, RunId, RunKind, RunOutcome};
 pub use sqlite::SqliteStore;
+pub use token::{TokenInfo, TOKEN_PREFIX};
 
 /// Where endstate keeps what it must remember between runs. Synchronous:
 /// async callers wrap calls in `spawn_blocking`. Implementations are `Send`
@@ -153,4 +161,60 @@ pub trait Store: Send + Sync {
     /// Every intent still recorded or sent, in recording order: what a run
     /// must resolve (by ClientToken and tag) before acting.
     fn open_intents(&self) -> Result<Vec<Intent>, StateError>;
+
+    // --- events ---
+
+    /// Appends `events` in one transaction, in order, and returns their
+    /// sequence numbers. Past the store's event limit the oldest events are
+    /// deleted in the same transaction.
+    fn append_events(&self, lease: &Lease, events: &[NewEvent]) -> Result<Vec<i64>, StateError>;
+
+    /// Up to `limit` events with `seq > after_seq`, oldest first; only
+    /// `group`'s when given. Pass 0 to read from the oldest kept.
+    fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        group: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StateError>;
+
+    // --- API tokens (no lease: see the crate docs) ---
+
+    /// Makes a token named `name` and returns it with its plaintext, which
+    /// is shown this once: only its hash is stored.
+    ///
+    /// Errors: [`StateError::EmptyTokenName`], [`StateError::Random`].
+    fn create_token(&self, name: &str) -> Result<(TokenInfo, String), StateError>;
+
+    /// The unrevoked token whose plaintext this is, or `None`. Records the
+    /// use, to the minute.
+    fn verify_token(&self, plaintext: &str) -> Result<Option<TokenInfo>, StateError>;
+
+    /// Every token, revoked ones too, oldest first.
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StateError>;
+
+    /// Revokes token `id`; true when it exists (revoking twice is
+    /// harmless), false when there is no such token.
+    fn revoke_token(&self, id: i64) -> Result<bool, StateError>;
+
+    /// How many unrevoked tokens exist.
+    fn token_count(&self) -> Result<u64, StateError>;
+
+    // --- per-group controller state ---
+
+    /// Stores `state` as `group`'s controller state, replacing what was
+    /// there. Opaque to the store; it must hold no secret.
+    fn put_group_state(
+        &self,
+        lease: &Lease,
+        group: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), StateError>;
+
+    /// Every group's controller state, by group name.
+    fn group_states(&self) -> Result<BTreeMap<String, serde_json::Value>, StateError>;
+
+    /// Forgets `group`'s controller state (a group gone from the spec).
+    /// Deleting a state that does not exist is harmless.
+    fn delete_group_state(&self, lease: &Lease, group: &str) -> Result<(), StateError>;
 }

@@ -8,6 +8,12 @@
 //! Opening a file from a newer endstate fails with
 //! [`StateError::NewerSchema`] and changes nothing.
 //!
+//! Scripts run with foreign key enforcement off, so a script may rebuild a
+//! table (SQLite cannot change a `CHECK` in place: create the new table,
+//! copy, drop the old, rename). Before each commit `PRAGMA
+//! foreign_key_check` must come back empty, or the script is rolled back.
+//! The caller turns enforcement on once migration is done.
+//!
 //! Scripts are append-only: a released script is never edited, only
 //! followed by a new one. This module knows nothing of locks or leases.
 
@@ -68,6 +74,63 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX intents_open ON intents (seq) WHERE status IN ('recorded', 'sent');
     CREATE INDEX intents_by_run ON intents (run_id);
     "#,
+    // 2: `endstate serve`: the 'serve' run kind (a rebuild of `runs`, whose
+    // CHECK names the kinds), the event log, API tokens, per-group
+    // controller state.
+    r#"
+    CREATE TABLE runs_v2 (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind            TEXT    NOT NULL CHECK (kind IN ('plan', 'apply', 'destroy', 'serve')),
+        spec_hash       TEXT    NOT NULL,
+        environment     TEXT    NOT NULL,
+        generation      INTEGER NOT NULL,
+        started_at_ms   INTEGER NOT NULL,
+        finished_at_ms  INTEGER,
+        outcome         TEXT    CHECK (outcome IN ('succeeded', 'failed', 'interrupted')),
+        failure         TEXT,
+        summary         TEXT
+    );
+    INSERT INTO runs_v2 (id, kind, spec_hash, environment, generation, started_at_ms,
+                         finished_at_ms, outcome, failure, summary)
+        SELECT id, kind, spec_hash, environment, generation, started_at_ms,
+               finished_at_ms, outcome, failure, summary
+        FROM runs;
+    -- Run ids are never reused: carry the AUTOINCREMENT high-water mark over.
+    UPDATE sqlite_sequence
+        SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'runs')
+        WHERE name = 'runs_v2'
+          AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'runs');
+    DROP TABLE runs;
+    ALTER TABLE runs_v2 RENAME TO runs;
+
+    CREATE TABLE events (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms           INTEGER NOT NULL,
+        group_name      TEXT    NOT NULL,
+        kind            TEXT    NOT NULL,
+        subject         TEXT    NOT NULL,
+        reason          TEXT    NOT NULL,
+        data            TEXT    NOT NULL,
+        generation      INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_group ON events (group_name, seq);
+
+    CREATE TABLE api_tokens (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT    NOT NULL CHECK (name <> ''),
+        sha256          TEXT    NOT NULL UNIQUE,
+        created_at_ms   INTEGER NOT NULL,
+        last_used_ms    INTEGER,
+        revoked         INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+    );
+
+    CREATE TABLE group_states (
+        group_name      TEXT    PRIMARY KEY,
+        state           TEXT    NOT NULL,
+        generation      INTEGER NOT NULL,
+        updated_at_ms   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -82,6 +145,23 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StateErro
 
 fn user_version(conn: &Connection) -> Result<i64, StateError> {
     Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Fails when any row points at a parent that does not exist: a table
+/// rebuild lost rows. The caller's transaction then rolls back.
+fn check_foreign_keys(conn: &Connection, target: i64) -> Result<(), StateError> {
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    let broken: Option<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .next()
+        .transpose()?;
+    match broken {
+        None => Ok(()),
+        Some((table, rowid)) => Err(StateError::Corrupt(format!(
+            "migration to schema version {target} left {table} row {rowid} \
+             pointing at a missing parent; nothing was changed"
+        ))),
+    }
 }
 
 /// Brings `conn` up to the last of `migrations`. Separate from [`migrate`]
@@ -119,6 +199,7 @@ pub(crate) fn migrate_with(
             continue;
         }
         tx.execute_batch(script)?;
+        check_foreign_keys(&tx, target)?;
         tx.pragma_update(None, "user_version", target)?;
         tx.commit()?;
     }

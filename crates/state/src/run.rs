@@ -1,5 +1,5 @@
-//! Runs history: one row per `plan`, `apply` or `destroy`, with its outcome
-//! and a JSON summary.
+//! Runs history: one row per `plan`, `apply`, `destroy` or `serve`, with
+//! its outcome and a JSON summary.
 //!
 //! These are plain values; the SQL that stores them lives in
 //! [`crate::sqlite`]. A run is not a lock: holding a lease and recording a
@@ -34,6 +34,8 @@ pub enum RunKind {
     Apply,
     /// `endstate destroy`.
     Destroy,
+    /// `endstate serve`: one long run for the controller's whole life.
+    Serve,
 }
 
 impl RunKind {
@@ -43,6 +45,7 @@ impl RunKind {
             RunKind::Plan => "plan",
             RunKind::Apply => "apply",
             RunKind::Destroy => "destroy",
+            RunKind::Serve => "serve",
         }
     }
 }
@@ -61,6 +64,7 @@ impl FromStr for RunKind {
             "plan" => Ok(RunKind::Plan),
             "apply" => Ok(RunKind::Apply),
             "destroy" => Ok(RunKind::Destroy),
+            "serve" => Ok(RunKind::Serve),
             other => Err(StateError::Corrupt(format!("unknown run kind {other:?}"))),
         }
     }

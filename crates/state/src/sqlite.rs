@@ -11,6 +11,7 @@
 //! This module does not decide what a dead holder is (see
 //! [`crate::liveness`]) nor what the rows mean (see the value modules).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,11 +20,13 @@ use endstate_clock::SharedClock;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::error::StateError;
+use crate::event::{NewEvent, StoredEvent, DEFAULT_EVENT_LIMIT};
 use crate::intent::{Intent, IntentId, IntentStatus, NewIntent};
 use crate::liveness;
 use crate::lock::{HolderInfo, Lease, LockInfo};
 use crate::migrations;
 use crate::run::{Run, RunId, RunKind, RunOutcome};
+use crate::token::{self, TokenInfo, LAST_USED_RESOLUTION_MS};
 use crate::Store;
 
 /// How long a write waits for another connection's write transaction before
@@ -38,6 +41,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     clock: SharedClock,
     path: String,
+    event_limit: usize,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -90,13 +94,24 @@ impl SqliteStore {
         clock: SharedClock,
         path: String,
     ) -> Result<Self, StateError> {
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Migrations rebuild tables, which needs foreign keys unenforced
+        // (see `migrations`); they are checked before each script commits.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         migrations::migrate(&mut conn, &path)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             clock,
             path,
+            event_limit: DEFAULT_EVENT_LIMIT,
         })
+    }
+
+    /// Keeps at most `limit` events (at least one) instead of
+    /// [`DEFAULT_EVENT_LIMIT`]: for tests of pruning, and for small disks.
+    pub fn with_event_limit(mut self, limit: usize) -> Self {
+        self.event_limit = limit.max(1);
+        self
     }
 
     /// The schema version this build writes.
@@ -360,6 +375,39 @@ fn intent_from_raw(raw: RawIntent) -> Result<Intent, StateError> {
     })
 }
 
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const EVENT_COLUMNS: &str = "seq, at_ms, group_name, kind, subject, reason, data";
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<(StoredEvent, String)> {
+    Ok((
+        StoredEvent {
+            seq: r.get(0)?,
+            at_ms: r.get(1)?,
+            group: r.get(2)?,
+            kind: r.get(3)?,
+            subject: r.get(4)?,
+            reason: r.get(5)?,
+            data: serde_json::Value::Null,
+        },
+        r.get(6)?,
+    ))
+}
+
+const TOKEN_COLUMNS: &str = "id, name, created_at_ms, last_used_ms, revoked";
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at_ms: r.get(2)?,
+        last_used_ms: r.get(3)?,
+        revoked: r.get(4)?,
+    })
+}
+
 fn run_exists(tx: &Transaction<'_>, id: RunId) -> Result<bool, StateError> {
     Ok(tx
         .query_row("SELECT 1 FROM runs WHERE id = ?1", [id.0], |_| Ok(()))
@@ -615,5 +663,270 @@ impl Store for SqliteStore {
             .query_map([], raw_intent)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         raws.into_iter().map(intent_from_raw).collect()
+    }
+
+    fn append_events(&self, lease: &Lease, events: &[NewEvent]) -> Result<Vec<i64>, StateError> {
+        let limit = i64::try_from(self.event_limit).unwrap_or(i64::MAX);
+        self.write(lease, |tx, _now| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (at_ms, group_name, kind, subject, reason, data, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut seqs = Vec::with_capacity(events.len());
+            for event in events {
+                insert.execute(params![
+                    event.at_ms,
+                    event.group,
+                    event.kind,
+                    event.subject,
+                    event.reason,
+                    json_text(&event.data),
+                    to_i64(lease.generation),
+                ])?;
+                seqs.push(tx.last_insert_rowid());
+            }
+            // Seqs only ever grow and only the oldest are deleted, so the
+            // kept ones are contiguous and this keeps exactly `limit`; were
+            // there gaps, it would keep fewer, never more. Comparing with
+            // max(seq) uses the primary key, not a scan.
+            tx.execute(
+                "DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?1",
+                [limit],
+            )?;
+            Ok(seqs)
+        })
+    }
+
+    fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        group: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StateError> {
+        let conn = self.conn();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match group {
+            Some(group) => conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE group_name = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))?
+                .query_map(params![group, after_seq, limit], event_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            None => conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map(params![after_seq, limit], event_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        };
+        rows.into_iter()
+            .map(|(event, data)| {
+                Ok(StoredEvent {
+                    data: parse_json("events.data", Some(data))?.unwrap_or_default(),
+                    ..event
+                })
+            })
+            .collect()
+    }
+
+    fn create_token(&self, name: &str) -> Result<(TokenInfo, String), StateError> {
+        if name.trim().is_empty() {
+            return Err(StateError::EmptyTokenName);
+        }
+        let plaintext = token::new_plaintext()?;
+        let conn = self.conn();
+        let now = self.now_ms();
+        conn.execute(
+            "INSERT INTO api_tokens (name, sha256, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![name, token::hash(&plaintext), now],
+        )?;
+        let info = TokenInfo {
+            id: conn.last_insert_rowid(),
+            name: name.to_owned(),
+            created_at_ms: now,
+            last_used_ms: None,
+            revoked: false,
+        };
+        Ok((info, plaintext))
+    }
+
+    fn verify_token(&self, plaintext: &str) -> Result<Option<TokenInfo>, StateError> {
+        let conn = self.conn();
+        let found = conn
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE sha256 = ?1 AND revoked = 0"
+            ))?
+            .query_row([token::hash(plaintext)], token_from_row)
+            .optional()?;
+        let Some(mut info) = found else {
+            return Ok(None);
+        };
+        let now = self.now_ms();
+        // Most requests only read: the use is written at most once a
+        // minute per token, outside any lease (it is not controller state).
+        let stale = info
+            .last_used_ms
+            .is_none_or(|last| now.saturating_sub(last) >= LAST_USED_RESOLUTION_MS);
+        if stale {
+            conn.execute(
+                "UPDATE api_tokens SET last_used_ms = ?1 WHERE id = ?2",
+                params![now, info.id],
+            )?;
+            info.last_used_ms = Some(now);
+        }
+        Ok(Some(info))
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+        ))?;
+        let tokens = stmt
+            .query_map([], token_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(tokens)
+    }
+
+    fn revoke_token(&self, id: i64) -> Result<bool, StateError> {
+        let changed = self
+            .conn()
+            .execute("UPDATE api_tokens SET revoked = 1 WHERE id = ?1", [id])?;
+        Ok(changed > 0)
+    }
+
+    fn token_count(&self) -> Result<u64, StateError> {
+        let count: i64 = self.conn().query_row(
+            "SELECT count(*) FROM api_tokens WHERE revoked = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(count))
+    }
+
+    fn put_group_state(
+        &self,
+        lease: &Lease,
+        group: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        self.write(lease, |tx, now| {
+            tx.execute(
+                "INSERT INTO group_states (group_name, state, generation, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (group_name) DO UPDATE SET
+                     state = excluded.state, generation = excluded.generation,
+                     updated_at_ms = excluded.updated_at_ms",
+                params![group, json_text(state), to_i64(lease.generation), now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn group_states(&self) -> Result<BTreeMap<String, serde_json::Value>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT group_name, state FROM group_states")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(group, state)| {
+                let state = parse_json("group_states.state", Some(state))?.unwrap_or_default();
+                Ok((group, state))
+            })
+            .collect()
+    }
+
+    fn delete_group_state(&self, lease: &Lease, group: &str) -> Result<(), StateError> {
+        self.write(lease, |tx, _now| {
+            tx.execute("DELETE FROM group_states WHERE group_name = ?1", [group])?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn clock() -> SharedClock {
+        Arc::new(endstate_clock::ManualClock::new(Duration::from_secs(
+            1_700_000_000,
+        )))
+    }
+
+    /// A file written by the build before `endstate serve` (schema 1) is
+    /// migrated keeping its runs, their ids' high-water mark and the intents
+    /// that point at them, and can then record a `serve` run.
+    #[test]
+    fn a_schema_1_file_gains_serve_keeping_runs_and_intents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let mut conn = Connection::open(&path).expect("open raw");
+            migrations::migrate_with(&mut conn, "t", &migrations::MIGRATIONS[..1])
+                .expect("schema 1");
+            conn.execute_batch(
+                "INSERT INTO runs (id, kind, spec_hash, environment, generation, started_at_ms)
+                     VALUES (1, 'apply', 'h1', 'prod', 1, 10),
+                            (2, 'destroy', 'h2', 'prod', 2, 20),
+                            (3, 'plan', 'h3', 'prod', 3, 30);
+                 DELETE FROM runs WHERE id = 3;
+                 INSERT INTO intents (id, run_id, kind, group_name, detail, status,
+                                      generation, recorded_at_ms)
+                     VALUES ('abc', 2, 'terminate', 'web', '{}', 'sent', 2, 21);",
+            )
+            .expect("old rows");
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .expect("version");
+            assert_eq!(version, 1);
+        }
+
+        let store = SqliteStore::open(&path, clock()).expect("migrate");
+        let runs = store.runs(10).expect("runs");
+        assert_eq!(
+            runs.iter().map(|r| (r.id.0, r.kind)).collect::<Vec<_>>(),
+            [(2, RunKind::Destroy), (1, RunKind::Apply)]
+        );
+        let open = store.open_intents().expect("intents");
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].run_id, RunId(2));
+
+        {
+            let conn = store.conn();
+            let enforced: bool = conn
+                .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+                .expect("foreign_keys");
+            assert!(enforced, "foreign keys must be enforced after migrating");
+            let intents_sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'intents'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("intents schema");
+            assert!(intents_sql.contains("REFERENCES runs"), "{intents_sql}");
+        }
+
+        let lease = store
+            .acquire_lock(
+                &HolderInfo::current("endstate serve"),
+                Duration::from_secs(30),
+            )
+            .expect("lock");
+        let serve = store
+            .begin_run(&lease, RunKind::Serve, "h4", "prod")
+            .expect("serve run");
+        assert_eq!(serve, RunId(4), "run ids are never reused");
+        store
+            .put_group_state(&lease, "web", &json!({ "desired": 2 }))
+            .expect("new table");
+        assert_eq!(store.group_states().expect("states").len(), 1);
     }
 }

@@ -22,17 +22,18 @@ pub use form::Params;
 pub use requests::{
     BlockDeviceMapping, CreateImageRequest, CreateTagsRequest, DeleteTag, DeleteTagsRequest,
     DeregisterImageRequest, DescribeAvailabilityZonesRequest, DescribeImagesRequest,
-    DescribeInstanceStatusRequest, DescribeInstancesRequest, EbsBlockDevice, Ec2Request, Filter,
-    GetConsoleOutputRequest, InstanceMetadataOptions, ModifyInstanceMetadataOptionsRequest,
-    RebootInstancesRequest, Request, RunInstancesRequest, StartInstancesRequest,
-    StopInstancesRequest, Tag, TagSpecification, TerminateInstancesRequest, UserData, API_VERSION,
+    DescribeInstanceStatusRequest, DescribeInstanceUtilizationRequest, DescribeInstancesRequest,
+    EbsBlockDevice, Ec2Request, Filter, GetConsoleOutputRequest, InstanceMetadataOptions,
+    ModifyInstanceMetadataOptionsRequest, RebootInstancesRequest, Request, RunInstancesRequest,
+    StartInstancesRequest, StopInstancesRequest, Tag, TagSpecification, TerminateInstancesRequest,
+    UserData, API_VERSION,
 };
 pub use responses::{
     AvailabilityZone, CreateImageResponse, CreateTagsResponse, DeleteTagsResponse,
     DeregisterImageResponse, DescribeAvailabilityZonesResponse, DescribeImagesResponse,
-    DescribeInstanceStatusResponse, DescribeInstancesResponse, GetConsoleOutputResponse, Image,
-    Instance, InstanceStateChange, InstanceStateInfo, InstanceStatus,
-    ModifyInstanceMetadataOptionsResponse, RebootInstancesResponse, Reservation, Response,
-    RunInstancesResponse, StartInstancesResponse, StopInstancesResponse,
-    TerminateInstancesResponse,
+    DescribeInstanceStatusResponse, DescribeInstanceUtilizationResponse, DescribeInstancesResponse,
+    GetConsoleOutputResponse, Image, Instance, InstanceStateChange, InstanceStateInfo,
+    InstanceStatus, InstanceUtilization, ModifyInstanceMetadataOptionsResponse,
+    RebootInstancesResponse, Reservation, Response, RunInstancesResponse, StartInstancesResponse,
+    StopInstancesResponse, TerminateInstancesResponse,
 };

@@ -223,6 +223,13 @@ mod tests {
             RequestClass::Mutating
         );
         assert_eq!(RequestClass::of("DeleteTags", false), RequestClass::Tags);
+        // endstate's extension action is a plain describe, filtered or not.
+        for unfiltered in [true, false] {
+            assert_eq!(
+                RequestClass::of("DescribeInstanceUtilization", unfiltered),
+                RequestClass::NonMutating
+            );
+        }
     }
 
     #[test]

@@ -247,6 +247,18 @@ pub struct ModifyInstanceMetadataOptionsRequest {
     pub options: InstanceMetadataOptions,
 }
 
+/// DescribeInstanceUtilization: **an endstate extension, not an EC2
+/// action.** EC2 publishes no metrics through its own API (CloudWatch
+/// does); the built-in cloud's process backend measures each instance's
+/// CPU itself and answers this, so that a controller reads utilization
+/// with the client it uses for EC2's actions. No `InstanceId.N` means
+/// every instance. Other endpoints answer `InvalidAction` or
+/// `UnsupportedOperation`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeInstanceUtilizationRequest {
+    pub instance_ids: Vec<String>,
+}
+
 /// `impl Request` for an action whose only parameter is its list of
 /// instance ids (`InstanceId.N`).
 macro_rules! instance_ids_request {
@@ -326,6 +338,8 @@ pub enum Ec2Request {
     CreateImage(CreateImageRequest),
     DeregisterImage(DeregisterImageRequest),
     ModifyInstanceMetadataOptions(ModifyInstanceMetadataOptionsRequest),
+    /// endstate's extension (not EC2's): see the request type.
+    DescribeInstanceUtilization(DescribeInstanceUtilizationRequest),
 }
 
 impl Ec2Request {
@@ -379,6 +393,9 @@ impl Ec2Request {
                     ModifyInstanceMetadataOptionsRequest::from_params(params)?,
                 )
             }
+            DescribeInstanceUtilizationRequest::ACTION => Ec2Request::DescribeInstanceUtilization(
+                DescribeInstanceUtilizationRequest::from_params(params)?,
+            ),
             other => return Err(WireError::InvalidAction(other.to_string())),
         })
     }
@@ -408,6 +425,9 @@ impl Ec2Request {
             Ec2Request::ModifyInstanceMetadataOptions(_) => {
                 ModifyInstanceMetadataOptionsRequest::ACTION
             }
+            Ec2Request::DescribeInstanceUtilization(_) => {
+                DescribeInstanceUtilizationRequest::ACTION
+            }
         }
     }
 
@@ -429,6 +449,7 @@ impl Ec2Request {
             Ec2Request::CreateImage(r) => r.to_params(),
             Ec2Request::DeregisterImage(r) => r.to_params(),
             Ec2Request::ModifyInstanceMetadataOptions(r) => r.to_params(),
+            Ec2Request::DescribeInstanceUtilization(r) => r.to_params(),
         }
     }
 }
@@ -797,6 +818,11 @@ impl Request for StopInstancesRequest {
 instance_ids_request!(StartInstancesRequest, "StartInstances");
 
 instance_ids_request!(RebootInstancesRequest, "RebootInstances");
+
+instance_ids_request!(
+    DescribeInstanceUtilizationRequest,
+    "DescribeInstanceUtilization"
+);
 
 impl Request for DescribeInstanceStatusRequest {
     const ACTION: &'static str = "DescribeInstanceStatus";
@@ -1192,6 +1218,37 @@ mod tests {
         assert!(
             Ec2Request::from_form("Action=CreateImage&Version=2016-11-15&InstanceId=i-1").is_err()
         );
+    }
+
+    #[test]
+    fn instance_utilization_request_roundtrips_and_dispatches() {
+        let p = roundtrip(DescribeInstanceUtilizationRequest {
+            instance_ids: vec!["i-1".into(), "i-2".into()],
+        });
+        assert_eq!(p.get("Action"), Some("DescribeInstanceUtilization"));
+        assert_eq!(p.get("InstanceId.2"), Some("i-2"));
+        let all = roundtrip(DescribeInstanceUtilizationRequest::default());
+        assert_eq!(all.get("InstanceId.1"), None);
+        let request = Ec2Request::from_form(
+            "Action=DescribeInstanceUtilization&Version=2016-11-15&InstanceId.1=i-9",
+        )
+        .unwrap();
+        assert_eq!(request.action(), "DescribeInstanceUtilization");
+        assert_eq!(
+            request,
+            Ec2Request::DescribeInstanceUtilization(DescribeInstanceUtilizationRequest {
+                instance_ids: vec!["i-9".into()],
+            })
+        );
+        assert_eq!(
+            Ec2Request::from_params(&request.to_params()).unwrap(),
+            request
+        );
+        let err = Ec2Request::from_form(
+            "Action=DescribeInstanceUtilization&Version=2016-11-15&MaxResults=5",
+        )
+        .unwrap_err();
+        assert_eq!(err, WireError::UnknownParameter("MaxResults".into()));
     }
 
     #[test]

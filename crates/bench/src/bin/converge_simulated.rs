@@ -55,6 +55,9 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
             tags: Default::default(),
             user_data: None,
             budget: DisruptionBudget::default(),
+            health_check: None,
+            brake: Default::default(),
+            scaling: Default::default(),
         }],
         hash: "bench".into(),
     })

@@ -47,6 +47,9 @@ fn spec(groups: usize, per_group: u32) -> Spec {
                 tags: BTreeMap::from([("team".to_string(), format!("team-{g}"))]),
                 user_data: None,
                 budget: DisruptionBudget::default(),
+                health_check: None,
+                brake: Default::default(),
+                scaling: Default::default(),
             })
             .collect(),
         hash: "bench".into(),

@@ -12,6 +12,7 @@
 //! Not here: HTTP (the server's), what runs inside an instance
 //! (`crates/instance`).
 
+mod cpu;
 mod layers;
 mod procfs;
 mod runtime;
@@ -34,8 +35,9 @@ use endstate_wire::{
     DeleteTagsRequest, DeleteTagsResponse, DeregisterImageRequest, DeregisterImageResponse,
     DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
     DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
+    DescribeInstanceUtilizationRequest, DescribeInstanceUtilizationResponse,
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest,
-    GetConsoleOutputResponse, Image, ModifyInstanceMetadataOptionsRequest,
+    GetConsoleOutputResponse, Image, InstanceUtilization, ModifyInstanceMetadataOptionsRequest,
     ModifyInstanceMetadataOptionsResponse, RebootInstancesRequest, RebootInstancesResponse,
     RunInstancesRequest, RunInstancesResponse, StartInstancesRequest, StartInstancesResponse,
     StopInstancesRequest, StopInstancesResponse, TerminateInstancesRequest,
@@ -48,7 +50,7 @@ pub use runtime::{slot_address, UID_BASE};
 
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::simulated::{ImageRecord, SimulatedBackend, SimulatedConfig, Timings};
+use crate::simulated::{iso_time, ImageRecord, SimulatedBackend, SimulatedConfig, Timings};
 use crate::store::Store;
 use layers::LayerStore;
 use runtime::{ProcessRuntime, RuntimeSettings};
@@ -102,7 +104,8 @@ pub struct ProcessConfig {
     /// The instance's top process: this, with the instance directory
     /// appended. Default: `[<this executable>, "cloud", "instance-init"]`.
     pub init_command: Vec<OsString>,
-    /// How often the prober reads each instance's status. Default 2 s.
+    /// How often the prober reads each instance's status and samples
+    /// its CPU (`DescribeInstanceUtilization`). Default 2 s.
     pub status_interval: Duration,
     /// SIGTERM → SIGKILL grace of stop and reboot. Default 10 s.
     pub stop_grace: Duration,
@@ -428,6 +431,32 @@ impl Backend for ProcessBackend {
         r: &ModifyInstanceMetadataOptionsRequest,
     ) -> Result<ModifyInstanceMetadataOptionsResponse, ApiError> {
         self.core.modify_instance_metadata_options(r)
+    }
+    /// From the runtime's CPU samples (one per status interval): instances
+    /// without a sample yet, or without processes (stopped, terminated),
+    /// are absent.
+    fn describe_instance_utilization(
+        &self,
+        r: &DescribeInstanceUtilizationRequest,
+    ) -> Result<DescribeInstanceUtilizationResponse, ApiError> {
+        self.core
+            .admit_runtime_describe("DescribeInstanceUtilization", &r.instance_ids)?;
+        let instances = self
+            .runtime
+            .utilization(&r.instance_ids)
+            .into_iter()
+            .map(|(instance_id, s)| InstanceUtilization {
+                instance_id,
+                cpu_utilization: s.utilization,
+                cpu_seconds: s.cpu_seconds,
+                window_seconds: s.window.as_secs_f64(),
+                sampled_at: iso_time(s.sampled_at),
+            })
+            .collect();
+        Ok(DescribeInstanceUtilizationResponse {
+            request_id: None,
+            instances,
+        })
     }
 }
 

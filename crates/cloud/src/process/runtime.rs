@@ -4,7 +4,10 @@
 //! a metadata-service listener on its own address, and a top process (the
 //! init command) whose PID and start time are in `cloud.db`. A prober reads
 //! each instance's `status.json` and checks its top process, moves pending
-//! instances to running, and records every status change as an event.
+//! instances to running, and records every status change as an event;
+//! after each probe it samples every instance's CPU (`cpu`) from one scan
+//! of `/proc`, off the async workers and without holding the runtime's
+//! lock while it reads.
 //!
 //! Stop, reboot and terminate signal the whole tree (see `procfs`) on
 //! tasks of their own and then tell the core the phase is over.
@@ -22,7 +25,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use endstate_clock::SharedClock;
 use endstate_imds::{Caller, InstanceMetadata, ListenerScope, MetadataSource, Signer};
@@ -34,6 +37,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::cpu::{self, CpuAccounts, CpuSample};
 use super::layers::{copy_tree, LayerStore};
 use super::procfs;
 use super::Isolation;
@@ -125,6 +129,7 @@ pub(crate) struct ProcessRuntime {
     me: OnceLock<Weak<ProcessRuntime>>,
     live: Mutex<HashMap<String, Live>>,
     prober: Mutex<Option<JoinHandle<()>>>,
+    cpu: Mutex<CpuAccounts>,
 }
 
 impl Drop for ProcessRuntime {
@@ -170,6 +175,7 @@ impl ProcessRuntime {
             me: OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             prober: Mutex::new(None),
+            cpu: Mutex::new(CpuAccounts::new(procfs::clock_ticks_per_second())),
         });
         let _ = runtime.me.set(Arc::downgrade(&runtime));
         runtime
@@ -195,6 +201,12 @@ impl ProcessRuntime {
 
     fn prober_lock(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
         self.prober.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cpu_lock(&self) -> MutexGuard<'_, CpuAccounts> {
+        // `CpuAccounts::record` replaces the whole map at its end: a panic
+        // before that leaves the previous tick's accounts.
+        self.cpu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn instance_dir(&self, id: &str) -> PathBuf {
@@ -618,11 +630,70 @@ impl ProcessRuntime {
                     return;
                 };
                 runtime.probe_all();
-                drop(runtime);
+                // Reading every process's stat is blocking file I/O: not
+                // on the async workers.
+                if let Err(e) = tokio::task::spawn_blocking(move || runtime.sample_cpu()).await {
+                    tracing::warn!(error = %e, "CPU sampling failed");
+                }
                 tokio::time::sleep(interval).await;
             }
         });
         *self.prober_lock() = Some(task);
+    }
+
+    /// One CPU sample of every instance whose processes run: one scan of
+    /// `/proc` for all of them, the runtime's lock held only to list them.
+    pub(crate) fn sample_cpu(&self) {
+        let tops: Vec<(String, (u32, u64))> = self
+            .lock()
+            .iter()
+            .filter_map(|(id, l)| l.process.map(|p| (id.clone(), p)))
+            .collect();
+        let table = procfs::process_table();
+        // The namespace the top process made for the instance, once it
+        // has (`unshare(CLONE_NEWPID)` changes only its children's); none
+        // if its PID is another process's now.
+        let namespaces: Vec<Option<u64>> = tops
+            .iter()
+            .map(|(_, (pid, start))| {
+                table.get(pid).filter(|s| s.start_time == *start)?;
+                let own = procfs::pid_namespace(*pid, false)?;
+                procfs::pid_namespace(*pid, true).filter(|ns| *ns != own)
+            })
+            .collect();
+        let by_pid: HashMap<u32, u64> = if namespaces.iter().any(Option::is_some) {
+            table
+                .keys()
+                .filter_map(|pid| Some((*pid, procfs::pid_namespace(*pid, false)?)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let observed = tops
+            .into_iter()
+            .zip(namespaces)
+            .map(|((id, top), ns)| (id, cpu::members(&table, &by_pid, top, ns)))
+            .collect();
+        self.cpu_lock()
+            .record(observed, Instant::now(), self.clock.now());
+    }
+
+    /// The last CPU sample of each of `ids` that has one (every instance
+    /// with one when `ids` is empty, by id).
+    pub(crate) fn utilization(&self, ids: &[String]) -> Vec<(String, CpuSample)> {
+        let accounts = self.cpu_lock();
+        if ids.is_empty() {
+            let mut all: Vec<(String, CpuSample)> = accounts
+                .sampled()
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        } else {
+            ids.iter()
+                .filter_map(|id| accounts.latest(id).map(|s| (id.clone(), s.clone())))
+                .collect()
+        }
     }
 
     /// One probe of every live instance.

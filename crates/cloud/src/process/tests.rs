@@ -589,3 +589,201 @@ async fn image_tags_are_journaled_and_the_private_address_filter_sees_the_runtim
     wait_for(&backend, &id, ("running", "ok")).await;
     terminate_all(&backend).await;
 }
+
+/// The stand-in init, also running the user data in the background as
+/// the instance runtime's boot does.
+const BOOTING_INIT: &str = r#"
+dir="$1"
+sh "$dir/user-data" </dev/null >/dev/null 2>&1 &
+printf '{"pid":%d,"boot":"finished","services":[],"updated":"now"}' $$ > "$dir/status.json.tmp"
+mv "$dir/status.json.tmp" "$dir/status.json"
+exec sleep 100000
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utilization_of_a_busy_and_an_idle_instance_through_the_api() {
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let mut config = config(dir.path(), 21_173);
+    config.init_command = vec!["sh".into(), "-c".into(), BOOTING_INIT.into(), "sh".into()];
+    config.status_interval = Duration::from_millis(500);
+    let backend = ProcessBackend::open(config).unwrap();
+    let base = backend.base_image_id().to_string();
+    let launch = |token: &str, user_data: &[u8]| RunInstancesRequest {
+        user_data: Some(UserData(user_data.to_vec())),
+        ..run(&base, 1, token)
+    };
+    // The loop outlives the user data script: an orphan that only its
+    // process group ties to the instance.
+    let busy = backend
+        .run_instances(&launch(
+            "busy",
+            b"#!/bin/sh\nsh -c 'while :; do :; done' &\n",
+        ))
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    let idle = backend
+        .run_instances(&launch("idle", b"#!/bin/sh\nexit 0\n"))
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    wait_for(&backend, &busy, ("running", "ok")).await;
+    wait_for(&backend, &idle, ("running", "ok")).await;
+
+    let (key, secret) = ("AKIDPROCESSTEST", "process-test-secret");
+    let server = crate::serve_state(
+        0,
+        crate::CloudState::new(backend.clone(), crate::Credentials::new().with(key, secret)),
+    )
+    .await
+    .unwrap();
+    let client = endstate_provider::ec2::Ec2Client::with_static_credentials(
+        endstate_provider::ec2::Ec2Config::new("us-east-1").with_endpoint(server.url()),
+        key,
+        secret,
+        None,
+    )
+    .unwrap();
+    use endstate_provider::Provider as _;
+
+    // A few ticks: the first sample of an instance has no window yet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (busy_now, idle_now) = loop {
+        let all = client.instance_utilization(&[]).await.unwrap();
+        let find = |id: &str| all.iter().find(|u| u.instance_id == id).cloned();
+        if let (Some(b), Some(i)) = (find(&busy), find(&idle)) {
+            if b.cpu_utilization > 50.0 && i.cpu_utilization < 10.0 {
+                break (b, i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "busy {b:?}, idle {i:?}: not apart after 20 s"
+            );
+        }
+        assert!(Instant::now() < deadline, "not sampled after 20 s: {all:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(busy_now.cpu_utilization < 150.0, "one loop: {busy_now:?}");
+    assert!(
+        busy_now.cpu_seconds > 0.2 && busy_now.cpu_seconds > idle_now.cpu_seconds,
+        "{busy_now:?} {idle_now:?}"
+    );
+    assert!(
+        (0.3..5.0).contains(&busy_now.window_seconds),
+        "about the status interval: {busy_now:?}"
+    );
+    assert!(
+        busy_now.sampled_at.starts_with("20") && busy_now.sampled_at.ends_with('Z'),
+        "{busy_now:?}"
+    );
+    // By id; an id that names nothing is EC2's NotFound.
+    let only = client
+        .instance_utilization(std::slice::from_ref(&idle))
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].instance_id, idle);
+    let err = client
+        .instance_utilization(&["i-0123456789abcdef0".to_string()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceID.NotFound"), "{err}");
+    // CPU seconds only grow.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = client
+        .instance_utilization(std::slice::from_ref(&busy))
+        .await
+        .unwrap();
+    assert!(
+        later[0].cpu_seconds > busy_now.cpu_seconds,
+        "{later:?} after {busy_now:?}"
+    );
+
+    // Terminated: the loop is gone with the instance, and so is its sample.
+    let tree = procfs::instance_tree(
+        backend
+            .top_process(&busy)
+            .map(|p| (p, procfs::start_time(p).unwrap())),
+    );
+    assert!(tree.len() >= 2, "the init and the loop: {tree:?}");
+    terminate_all(&backend).await;
+    for pid in tree {
+        assert!(
+            procfs::start_time(pid).is_none_or(|_| {
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(" Z "))
+            }),
+            "pid {pid} survived"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(client.instance_utilization(&[]).await.unwrap().is_empty());
+    server.shutdown().await.unwrap();
+}
+
+/// As root: an init that makes a PID namespace for the instance, as the
+/// instance runtime's top process does (`unshare --pid --fork`), so that
+/// the sampler finds the instance's processes by that namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utilization_of_an_instance_in_its_own_pid_namespace() {
+    if procfs::effective_uid() != Some(0) {
+        eprintln!("skipped: making a PID namespace needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let mut config = config(dir.path(), 21_174);
+    config.init_command = vec![
+        "unshare".into(),
+        "--pid".into(),
+        "--fork".into(),
+        "sh".into(),
+        "-c".into(),
+        BOOTING_INIT.into(),
+        "sh".into(),
+    ];
+    config.status_interval = Duration::from_millis(500);
+    let backend = ProcessBackend::open(config).unwrap();
+    let base = backend.base_image_id().to_string();
+    let id = backend
+        .run_instances(&RunInstancesRequest {
+            user_data: Some(UserData(
+                b"#!/bin/sh\nsetsid sh -c 'while :; do :; done' &\n".to_vec(),
+            )),
+            ..run(&base, 1, "ns")
+        })
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    wait_for(&backend, &id, ("running", "ok")).await;
+    let top = backend.top_process(&id).unwrap();
+    assert_ne!(
+        procfs::pid_namespace(top, true),
+        procfs::pid_namespace(top, false),
+        "the top process made a namespace"
+    );
+    let request = DescribeInstanceUtilizationRequest {
+        instance_ids: vec![id.clone()],
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = backend.describe_instance_utilization(&request).unwrap();
+        if answer
+            .instances
+            .first()
+            .is_some_and(|u| u.cpu_utilization > 50.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not busy after 20 s: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    terminate_all(&backend).await;
+}

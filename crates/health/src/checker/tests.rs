@@ -51,10 +51,15 @@ async fn probes_every_interval_and_reports_transitions_at_the_clock_time() {
     let mut rounds = checker.rounds();
 
     wait_for_round(&mut rounds, 1).await;
-    assert!(
-        events.try_recv().is_err(),
-        "one result is below every threshold"
+    // One result is below every threshold: only the counted failure.
+    let first = events.try_recv().expect("the dead one's failed probe");
+    assert_eq!(first.kind, EventKind::ProbeFailed);
+    assert_eq!(first.subject, "i-dead");
+    assert_eq!(
+        first.reason,
+        "probe failed (1 of 2 in a row): connection refused"
     );
+    assert!(events.try_recv().is_err(), "no transition yet");
 
     // 29 s is not yet an interval; the second round comes at exactly 30 s, so
     // the transitions carry T0 + 30 s.
@@ -67,8 +72,9 @@ async fn probes_every_interval_and_reports_transitions_at_the_clock_time() {
     let mut got = vec![
         events.recv().await.expect("event"),
         events.recv().await.expect("event"),
+        events.recv().await.expect("event"),
     ];
-    got.sort_by(|a, b| a.subject.cmp(&b.subject));
+    got.sort_by(|a, b| (&a.subject, a.kind.as_str()).cmp(&(&b.subject, b.kind.as_str())));
     assert_eq!(
         got,
         vec![
@@ -77,6 +83,12 @@ async fn probes_every_interval_and_reports_transitions_at_the_clock_time() {
                 subject: "i-dead".into(),
                 kind: EventKind::InstanceUnhealthy,
                 reason: "unhealthy after 2 consecutive failed probes (connection refused)".into(),
+            },
+            Event {
+                at: T0 + Duration::from_secs(30),
+                subject: "i-dead".into(),
+                kind: EventKind::ProbeFailed,
+                reason: "probe failed (2 of 2 in a row): connection refused".into(),
             },
             Event {
                 at: T0 + Duration::from_secs(30),
@@ -94,9 +106,20 @@ async fn probes_every_interval_and_reports_transitions_at_the_clock_time() {
     drop(listener);
     clock.advance(Duration::from_secs(30));
     wait_for_round(&mut rounds, 3).await;
+    // i-dead is already unhealthy: its failures are no longer counted out.
+    let counted = events.try_recv().expect("i-good's first failure");
+    assert_eq!(
+        (counted.subject.as_str(), counted.kind),
+        ("i-good", EventKind::ProbeFailed)
+    );
     assert!(events.try_recv().is_err());
     clock.advance(Duration::from_secs(30));
     wait_for_round(&mut rounds, 4).await;
+    let failed = events.recv().await.expect("event");
+    assert_eq!(
+        (failed.subject.as_str(), failed.kind),
+        ("i-good", EventKind::ProbeFailed)
+    );
     let down = events.recv().await.expect("event");
     assert_eq!(down.subject, "i-good");
     assert_eq!(down.kind, EventKind::InstanceUnhealthy);

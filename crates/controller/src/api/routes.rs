@@ -1,0 +1,107 @@
+//! The route table: every route of the API, once — its method, path
+//! template, whether it needs the bearer token, and the [`Endpoint`] that
+//! answers it. The router is built from this table and the OpenAPI test
+//! compares the checked-in document with it. Handlers are not here.
+
+/// An HTTP method the API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+        }
+    }
+}
+
+/// What a route does: a closed set, one handler each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Healthz,
+    OpenApi,
+    Prometheus,
+    SpecGet,
+    SpecSubmit,
+    Groups,
+    Group,
+    Pause,
+    Resume,
+    Instances,
+    GroupInstances,
+    Protection,
+    Health,
+    Plan,
+    Events,
+    EventStream,
+    Scaling,
+    Metrics,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub verb: Verb,
+    /// axum's path template (`{name}` for a parameter), as OpenAPI writes it.
+    pub path: &'static str,
+    /// Requires `Authorization: Bearer <token>`.
+    pub auth: bool,
+    pub endpoint: Endpoint,
+}
+
+const fn route(verb: Verb, path: &'static str, auth: bool, endpoint: Endpoint) -> Route {
+    Route {
+        verb,
+        path,
+        auth,
+        endpoint,
+    }
+}
+
+/// Every route of the API.
+pub const ROUTES: &[Route] = &[
+    route(Verb::Get, "/healthz", false, Endpoint::Healthz),
+    route(Verb::Get, "/openapi.json", false, Endpoint::OpenApi),
+    route(Verb::Get, "/metrics", true, Endpoint::Prometheus),
+    route(Verb::Get, "/v1/spec", true, Endpoint::SpecGet),
+    route(Verb::Post, "/v1/spec", true, Endpoint::SpecSubmit),
+    route(Verb::Get, "/v1/groups", true, Endpoint::Groups),
+    route(Verb::Get, "/v1/groups/{group}", true, Endpoint::Group),
+    route(
+        Verb::Post,
+        "/v1/groups/{group}/pause",
+        true,
+        Endpoint::Pause,
+    ),
+    route(
+        Verb::Post,
+        "/v1/groups/{group}/resume",
+        true,
+        Endpoint::Resume,
+    ),
+    route(Verb::Get, "/v1/instances", true, Endpoint::Instances),
+    route(
+        Verb::Get,
+        "/v1/groups/{group}/instances",
+        true,
+        Endpoint::GroupInstances,
+    ),
+    route(
+        Verb::Put,
+        "/v1/groups/{group}/instances/{instance}/protection",
+        true,
+        Endpoint::Protection,
+    ),
+    route(Verb::Get, "/v1/health", true, Endpoint::Health),
+    route(Verb::Get, "/v1/plan", true, Endpoint::Plan),
+    route(Verb::Get, "/v1/events", true, Endpoint::Events),
+    route(Verb::Get, "/v1/events/stream", true, Endpoint::EventStream),
+    route(Verb::Get, "/v1/scaling", true, Endpoint::Scaling),
+    route(Verb::Post, "/v1/metrics", true, Endpoint::Metrics),
+];

@@ -1,0 +1,22 @@
+//! `endstate serve`: the controller that keeps a project's groups at their
+//! declared end state without anyone running `apply`.
+//!
+//! - [`view`]: what the controller shows (groups, instances, events, scaling
+//!   activity) and the [`view::ControllerApi`] trait the HTTP API serves;
+//! - [`api`]: the HTTP API (axum) over that trait: bearer tokens, the
+//!   OpenAPI document, server-sent events, Prometheus metrics;
+//! - [`client`]: the API's client, for the CLI.
+//!
+//! This crate does not parse the spec (`model`), plan (`plan`), or call EC2
+//! itself (`exec` and `provider` do): it decides when to reconcile and what
+//! health and scaling change, and records why.
+
+pub mod api;
+pub mod client;
+pub mod controller;
+pub mod events;
+pub mod group;
+pub mod metrics;
+pub mod view;
+
+pub use controller::{Controller, ControllerError, Options, Parts, SpecSource, ThrottleCounter};

@@ -1,0 +1,211 @@
+//! What the controller shows the outside: groups, instances, events and
+//! scaling activity as serializable views, and [`ControllerApi`], the one
+//! interface the HTTP API ([`crate::api`]) serves. The controller implements
+//! it; unit tests of the API use a fake.
+//!
+//! Views are plain data: no locks, no handles. Times are RFC 3339 strings,
+//! as EC2 writes them.
+
+use serde::{Deserialize, Serialize};
+
+/// One group as the controller sees it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    /// The capacity the controller holds the group to now: the spec's,
+    /// changed by scaling policies and scheduled actions.
+    pub min: u32,
+    pub desired: u32,
+    pub max: u32,
+    /// Instances pending or running.
+    pub live: u32,
+    pub healthy: u32,
+    pub unhealthy: u32,
+    /// Launched and not yet judged (in the grace period, or too few probes).
+    pub initial: u32,
+    /// Paused by a person (`POST /v1/groups/{group}/pause`): no reconcile
+    /// acts on the group until it is resumed.
+    pub paused: bool,
+    /// Why replacement of unhealthy instances is held back by the
+    /// correlated-failure brake, while it is.
+    pub replacement_paused: Option<String>,
+    /// Completed reconciles of this group since the controller started.
+    pub reconciles: u64,
+    /// When the last reconcile ended, and how.
+    pub last_reconcile: Option<ReconcileView>,
+}
+
+/// The outcome of one reconcile of one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileView {
+    /// Sequence number of the reconcile (per controller, all groups).
+    pub id: u64,
+    pub at: String,
+    pub duration_ms: u64,
+    /// What triggered it: `period`, `spec`, `health`, `scaling`, `api`, `retry`, ….
+    pub trigger: String,
+    pub launched: u32,
+    pub terminated: u32,
+    /// The error that ended it, if it failed (the loop retries with backoff).
+    pub error: Option<String>,
+}
+
+/// One instance of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub id: String,
+    pub group: String,
+    /// EC2's state name: pending, running, stopping, ….
+    pub state: String,
+    pub zone: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub private_ip: Option<String>,
+    pub launch_time: String,
+    /// `initial`, `healthy` or `unhealthy`.
+    pub health: String,
+    /// The reason of the last health transition.
+    pub health_reason: Option<String>,
+    /// Protected from scale-in (never chosen when the group shrinks).
+    pub protected: bool,
+    /// Last CPU utilization sample, percent of one core, when known.
+    pub cpu: Option<f64>,
+}
+
+/// One recorded event: every action the controller takes, with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Increasing, unique; the SSE stream's event id.
+    pub seq: i64,
+    pub at: String,
+    /// The group it concerns; empty for controller-wide events.
+    pub group: String,
+    /// `reconcile_started`, `instance_unhealthy`, `replacement_launched`,
+    /// `replacement_paused`, `scaled`, …
+    pub kind: String,
+    /// What it happened to: an instance id, the group, the spec hash.
+    pub subject: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Details by kind (instance ids, counts, the reconcile id, …).
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// One change of a group's desired capacity by a scaling policy or a
+/// scheduled action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingActivityView {
+    pub at: String,
+    pub group: String,
+    /// `target_tracking:cpu`, `step:requests`, `scheduled:evening`, `bounds`.
+    pub policy: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+}
+
+/// A metric sample, as `POST /v1/metrics` takes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSample {
+    pub group: String,
+    /// The instance it was measured on; `None` for a group-wide value
+    /// (then it counts as every live instance's).
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The metric's name, as scaling policies name it (`cpu`, `requests`, …).
+    pub metric: String,
+    pub value: f64,
+}
+
+/// The spec the controller works to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecView {
+    pub project: String,
+    pub environment: String,
+    pub hash: String,
+    /// Where it came from: the file's path, or `api`.
+    pub source: String,
+    pub loaded_at: String,
+    pub groups: Vec<String>,
+}
+
+/// A spec handed to the controller (`POST /v1/spec`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecSubmission {
+    /// The spec's YAML text.
+    pub yaml: String,
+    /// The environment overlay to apply (`-e`), if any.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The file it was read from, for error positions; `spec.yaml` if unset.
+    #[serde(default)]
+    pub file_name: Option<String>,
+    /// Allow a plan that removes more than half of a group or a whole group.
+    #[serde(default)]
+    pub allow_mass_terminate: bool,
+}
+
+/// Why the controller refused a request. Maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// 404: no such group or instance.
+    #[error("{0}")]
+    NotFound(String),
+    /// 422: the input is wrong (a spec that does not validate: every
+    /// diagnostic, one per line, `file:line:col: error: …`).
+    #[error("{0}")]
+    Invalid(String),
+    /// 409: the request conflicts with the controller's state (a spec for
+    /// another project, a plan needing consent that was not given).
+    #[error("{0}")]
+    Conflict(String),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What the HTTP API serves. Implemented by the controller.
+#[async_trait::async_trait]
+pub trait ControllerApi: Send + Sync + 'static {
+    /// The spec in force.
+    fn spec(&self) -> SpecView;
+    fn groups(&self) -> Vec<GroupView>;
+    fn group(&self, name: &str) -> Result<GroupView, ApiError>;
+    /// Instances of one group, or of all.
+    fn instances(&self, group: Option<&str>) -> Result<Vec<InstanceView>, ApiError>;
+    /// The plan the controller would act on now (observes, then plans; acts
+    /// on nothing).
+    async fn plan(&self, group: Option<&str>) -> Result<endstate_plan::Plan, ApiError>;
+    /// Recorded events with `seq > after`, oldest first, at most `limit`.
+    fn events_after(
+        &self,
+        after: i64,
+        limit: usize,
+        group: Option<&str>,
+    ) -> Result<Vec<EventView>, ApiError>;
+    /// Every event recorded from now on, as it is recorded.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EventView>;
+    fn scaling_activity(&self, group: Option<&str>) -> Result<Vec<ScalingActivityView>, ApiError>;
+    /// Stops acting on the group until [`ControllerApi::resume`].
+    async fn pause(&self, group: &str, reason: &str) -> Result<GroupView, ApiError>;
+    /// Undoes a pause, and releases the correlated-failure brake.
+    async fn resume(&self, group: &str) -> Result<GroupView, ApiError>;
+    /// Validates and adopts a new spec; reconciles every group at once.
+    async fn submit_spec(&self, spec: SpecSubmission) -> Result<SpecView, ApiError>;
+    /// Takes metric samples in; returns how many were accepted.
+    async fn put_metrics(&self, samples: Vec<MetricSample>) -> Result<usize, ApiError>;
+    /// Sets or clears an instance's scale-in protection.
+    async fn set_protection(
+        &self,
+        group: &str,
+        instance: &str,
+        protected: bool,
+    ) -> Result<InstanceView, ApiError>;
+    /// Whether `token` (the bearer token as sent) is a valid API token.
+    fn verify_token(&self, token: &str) -> bool;
+    /// The Prometheus text exposition of the controller's own metrics
+    /// (reconcile durations, API calls and throttles by action, instances by
+    /// group and state, health check results).
+    fn prometheus(&self) -> String;
+}
