@@ -344,6 +344,7 @@ impl Controller {
         };
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(Inner::observe_loop(Arc::clone(&inner))));
+        tasks.push(tokio::spawn(Inner::watch_lease(Arc::clone(&inner))));
         if inner.source.path.is_some() {
             tasks.push(tokio::spawn(Inner::watch_spec(Arc::clone(&inner))));
         }
@@ -927,6 +928,25 @@ impl Inner {
             }
             rounds.borrow_and_update();
             self.handle_health(&group, batch, true).await;
+        }
+    }
+
+    /// Stops everything as soon as the heartbeat finds the lease taken
+    /// over, whether or not a reconcile is under way.
+    async fn watch_lease(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if self.session.lost_lock() {
+                self.fail(
+                    "the state lease was taken over by another run; the controller stopped acting"
+                        .into(),
+                );
+                return;
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = self.clock.sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
 

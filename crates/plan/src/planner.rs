@@ -708,6 +708,80 @@ mod tests {
     }
 
     #[test]
+    fn unhealthy_instances_are_replaced_launch_first_within_the_budget() {
+        let g = group("web", 2, 5, 10);
+        let s = spec(vec![g.clone()]);
+        let observed = Observed {
+            instances: running(&s, &g, 5, 0),
+        };
+        let mut verdicts = Verdicts::default();
+        for id in ["i-00000000000000000", "i-00000000000000001"] {
+            verdicts
+                .unhealthy
+                .insert(id.to_string(), "3 failed probes".to_string());
+        }
+        let p = plan_with(&s, &observed, &verdicts, &PlanOptions::default());
+        // Max surge is 1 (10% of 5): one launch, then one termination, twice.
+        let kinds: Vec<(&str, u32)> = p
+            .phases
+            .iter()
+            .map(|phase| match phase {
+                Phase::Launch(_) => ("launch", phase.instance_count()),
+                Phase::Terminate(_) => ("terminate", phase.instance_count()),
+                Phase::Retag(_) => ("retag", phase.instance_count()),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("launch", 1),
+                ("terminate", 1),
+                ("launch", 1),
+                ("terminate", 1)
+            ]
+        );
+        assert_eq!(replay(&p, "web", 5), (5, 6));
+        let Phase::Terminate(gone) = &p.phases[1] else {
+            panic!("{:?}", p.phases);
+        };
+        assert_eq!(gone[0].reason.to_string(), "unhealthy: 3 failed probes");
+        // Without verdicts, the same world is converged.
+        assert!(plan(&s, &observed, &PlanOptions::default()).is_empty());
+    }
+
+    #[test]
+    fn a_scale_in_removes_exactly_the_instances_it_chose() {
+        let mut g = group("web", 1, 3, 10);
+        let s = spec(vec![g.clone()]);
+        let instances = running(&s, &g, 5, 0);
+        g.capacity.desired = 3;
+        let mut verdicts = Verdicts::default();
+        for id in ["i-00000000000000002", "i-00000000000000004"] {
+            verdicts.retire.insert(id.to_string(), "oldest".to_string());
+        }
+        let p = plan_with(
+            &s,
+            &Observed { instances },
+            &verdicts,
+            &PlanOptions::default(),
+        );
+        let mut gone: Vec<&str> = p
+            .phases
+            .iter()
+            .flat_map(|phase| match phase {
+                Phase::Terminate(list) => list.iter().map(|t| t.instance_id.as_str()).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        gone.sort_unstable();
+        assert_eq!(gone, ["i-00000000000000002", "i-00000000000000004"]);
+        assert!(p
+            .phases
+            .iter()
+            .all(|phase| !matches!(phase, Phase::Launch(_))));
+    }
+
+    #[test]
     fn converged_world_plans_nothing() {
         let g = group("web", 1, 5, 10);
         let s = spec(vec![g.clone()]);
