@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use endstate_clock::SharedClock;
 use endstate_exec::{describe_all, ApplyOptions, ExecError, Executor, Reporter, Session};
-use endstate_health::{Checker, EventKind, HealthStatus, Target};
+use endstate_health::{Checker, EventKind, Target};
 use endstate_model::{tags, Group, Spec};
 use endstate_plan::{
     plan_with, Instance, Launch, LaunchReason, Observed, Phase, Plan, PlanOptions,
@@ -31,7 +31,7 @@ use endstate_plan::{
 use endstate_provider::{Filter, Provider};
 use endstate_scaling::schedule::ScheduledAction;
 use endstate_state::Store;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -136,7 +136,6 @@ struct Inner {
     spec: RwLock<SpecState>,
     groups: Mutex<BTreeMap<String, GroupRuntime>>,
     reconcile_seq: AtomicU64,
-    allow_mass_terminate: AtomicBool,
     status_supported: AtomicBool,
     utilization_supported: AtomicBool,
     /// Groups gone from the spec whose instances wait for consent.
@@ -146,6 +145,10 @@ struct Inner {
     /// flight finish and nothing new starts.
     cancel: watch::Receiver<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    adopting: tokio::sync::Mutex<()>,
+    /// The spec hash a submission allowed mass termination for (only that
+    /// spec gets it).
+    consent_for: Mutex<Option<String>>,
     /// Set when the lease was lost: everything stops.
     failed: Mutex<Option<String>>,
 }
@@ -178,7 +181,7 @@ fn schedules(spec: &Spec) -> Result<BTreeMap<String, Vec<ScheduledAction>>, Stri
     Ok(all)
 }
 
-fn spec_view(spec: &Spec, source: &str, at: Duration) -> SpecView {
+fn spec_view(spec: &Spec, source: &str, at: Duration, reconcile_seq: u64) -> SpecView {
     SpecView {
         project: spec.project.clone(),
         environment: spec.environment.clone(),
@@ -186,6 +189,7 @@ fn spec_view(spec: &Spec, source: &str, at: Duration) -> SpecView {
         source: source.to_string(),
         loaded_at: rfc3339_ms(i64::try_from(at.as_millis()).unwrap_or(i64::MAX)),
         groups: spec.groups.iter().map(|g| g.name.clone()).collect(),
+        reconcile_seq,
     }
 }
 
@@ -279,11 +283,10 @@ impl Controller {
             session: parts.session,
             samples: Samples::default(),
             counters,
-            allow_mass_terminate: AtomicBool::new(parts.options.allow_mass_terminate),
             options: parts.options,
             source: parts.source,
             spec: RwLock::new(SpecState {
-                view: spec_view(&spec, &source_name, now),
+                view: spec_view(&spec, &source_name, now, 0),
                 spec: Arc::clone(&spec),
                 schedules,
                 file_digest,
@@ -296,6 +299,8 @@ impl Controller {
             stop,
             cancel,
             tasks: Mutex::new(Vec::new()),
+            adopting: tokio::sync::Mutex::new(()),
+            consent_for: Mutex::new(None),
             failed: Mutex::new(None),
         });
         // Keep the cancel sender alive as long as the stop signal: shutdown
@@ -409,6 +414,13 @@ impl Inner {
         )
     }
 
+    /// Mass termination was allowed: for the whole run (`--allow-mass-terminate`),
+    /// or for the spec in force by its submission.
+    fn consent_given(&self) -> bool {
+        self.options.allow_mass_terminate
+            || lock(&self.consent_for).as_deref() == Some(self.spec().hash.as_str())
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -495,24 +507,38 @@ impl Inner {
         let mut first = true;
         loop {
             if !first {
-                let wait = backoff.unwrap_or(self.options.period);
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    () = wake.notified() => {}
-                    () = self.clock.sleep(wait) => {
-                        let retry = backoff.is_some();
-                        if let Some(runtime) = lock(&self.groups).get_mut(&name) {
-                            runtime.triggers.push(if retry { "retry".into() } else { "period".into() });
+                match backoff {
+                    // After an error, only the backoff ends the wait: the
+                    // triggers that come meanwhile are kept for the retry.
+                    Some(wait) => tokio::select! {
+                        _ = stop.changed() => return,
+                        () = self.clock.sleep(wait) => {
+                            if let Some(runtime) = lock(&self.groups).get_mut(&name) {
+                                runtime.triggers.push("retry".into());
+                            }
                         }
-                    }
+                    },
+                    None => tokio::select! {
+                        _ = stop.changed() => return,
+                        () = wake.notified() => {}
+                        () = self.clock.sleep(self.options.period) => {
+                            if let Some(runtime) = lock(&self.groups).get_mut(&name) {
+                                runtime.triggers.push("period".into());
+                            }
+                        }
+                    },
                 }
             }
             first = false;
             if self.stopping() {
                 return;
             }
-            let gone = lock(&self.groups).get(&name).is_none_or(|g| g.stopped);
-            if gone {
+            // This loop's group: not one removed and added again since,
+            // which has a loop of its own.
+            let mine = lock(&self.groups)
+                .get(&name)
+                .is_some_and(|g| !g.stopped && Arc::ptr_eq(&g.wake, &wake));
+            if !mine {
                 return;
             }
             match self.reconcile(&name).await {
@@ -578,20 +604,24 @@ impl Inner {
             let Some(runtime) = groups.get_mut(name) else {
                 return Ok(());
             };
-            let statuses = runtime_statuses(runtime);
+            let statuses = runtime.statuses.clone();
+            // EC2's view reaches the brake before any replacement is chosen.
             let events = runtime.observe(&group, instances.clone(), &statuses, now);
             let (verdicts, desired) = runtime.verdicts(&group, now, settle);
             (verdicts, desired, events)
         };
-        self.handle_health(name, health_events, false).await;
+        self.report_health(name, health_events, "ec2").await;
 
         let mut planned = group.clone();
         planned.capacity.min = planned.capacity.min.min(desired);
         planned.capacity.max = planned.capacity.max.max(desired);
         planned.capacity.desired = desired;
         let sub = Arc::new(Spec {
+            project: spec.project.clone(),
+            environment: spec.environment.clone(),
+            provider: spec.provider.clone(),
             groups: vec![planned],
-            ..(*spec).clone()
+            hash: spec.hash.clone(),
         });
         let plan = plan_with(&sub, &Observed { instances }, &verdicts, &self.options.plan);
         let id = self.reconcile_seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -616,7 +646,7 @@ impl Inner {
             })
             .map(|c| c.to_string())
             .collect();
-        if !consent.is_empty() && !self.allow_mass_terminate.load(Ordering::SeqCst) {
+        if !consent.is_empty() && !self.consent_given() {
             let reason = format!(
                 "not acting: {} (submit the spec with allow_mass_terminate, or start serve with --allow-mass-terminate)",
                 consent.join("; ")
@@ -811,84 +841,76 @@ impl Inner {
         (launched, terminated)
     }
 
-    /// Records health transitions, feeds the brake, and schedules the
-    /// reconcile that replaces what turned unhealthy (after the settle delay).
-    async fn handle_health(
+    /// Takes a probe round's events in (the runtime feeds the brake) and
+    /// reports them.
+    async fn handle_health(self: &Arc<Self>, group: &str, events: Vec<endstate_health::Event>) {
+        let absorbed = match lock(&self.groups).get_mut(group) {
+            Some(runtime) => runtime.absorb(events, true),
+            None => return,
+        };
+        self.report_health(group, absorbed, "probe").await;
+    }
+
+    /// Records health events already taken in (and the brake's), counts
+    /// them, and schedules the reconcile that replaces what turned
+    /// unhealthy, one settle delay (a probe interval) later.
+    async fn report_health(
         self: &Arc<Self>,
         group: &str,
         events: Vec<endstate_health::Event>,
-        from_probes: bool,
+        source: &str,
     ) {
         if events.is_empty() {
             return;
         }
+        let settle = lock(&self.groups)
+            .get(group)
+            .and_then(|g| g.check.as_ref().map(|c| c.interval()))
+            .unwrap_or(self.options.observe_every);
         let mut records = Vec::new();
         let mut turned_unhealthy = Vec::new();
-        let mut settle = self.options.observe_every;
-        {
-            let mut groups = lock(&self.groups);
-            let Some(runtime) = groups.get_mut(group) else {
-                return;
+        for event in events {
+            let data = match event.kind {
+                EventKind::ProbeFailed => {
+                    self.counters.probe_failed(group);
+                    json!({ "source": source })
+                }
+                EventKind::InstanceHealthy => {
+                    self.counters.health_transition(group, "healthy");
+                    json!({ "source": source })
+                }
+                EventKind::InstanceUnhealthy => {
+                    self.counters.health_transition(group, "unhealthy");
+                    turned_unhealthy.push(event.subject.clone());
+                    json!({ "source": source })
+                }
+                EventKind::ReplacementPaused | EventKind::ReplacementResumed => Value::Null,
             };
-            if let Some(check) = &runtime.check {
-                settle = check.interval();
-            }
-            let size = u32::try_from(runtime.live().count()).unwrap_or(u32::MAX);
-            for event in events {
-                let data = json!({ "source": if from_probes { "probe" } else { "ec2" } });
-                match event.kind {
-                    EventKind::ProbeFailed => self.counters.probe_failed(group),
-                    EventKind::InstanceHealthy | EventKind::InstanceUnhealthy => {
-                        let (status, name) = if event.kind == EventKind::InstanceHealthy {
-                            (HealthStatus::Healthy, "healthy")
-                        } else {
-                            turned_unhealthy.push(event.subject.clone());
-                            (HealthStatus::Unhealthy, "unhealthy")
-                        };
-                        self.counters.health_transition(group, name);
-                        if from_probes {
-                            runtime.probe.insert(
-                                event.subject.clone(),
-                                (status, event.reason.clone(), event.at),
-                            );
-                        }
-                    }
-                    _ => {}
-                }
-                let brake_event = runtime.brake.observe(&event, size.max(1));
-                records.push(
-                    Record::new(
-                        group,
-                        event.kind.as_str(),
-                        event.subject.clone(),
-                        event.reason.clone(),
-                    )
-                    .with(data),
-                );
-                if let Some(brake) = brake_event {
-                    records.push(Record::new(
-                        group,
-                        brake.kind.as_str(),
-                        group,
-                        brake.reason.clone(),
-                    ));
-                }
-            }
+            records.push(
+                Record::new(group, event.kind.as_str(), event.subject, event.reason).with(data),
+            );
         }
         self.events.record(records).await;
         if !turned_unhealthy.is_empty() {
             let inner = Arc::clone(self);
             let group = group.to_string();
             let why = format!("health: {} unhealthy", turned_unhealthy.join(", "));
-            let task = tokio::spawn(async move {
+            self.spawn(async move {
                 let mut stop = inner.stop.subscribe();
                 tokio::select! {
                     _ = stop.changed() => {}
                     () = inner.clock.sleep(settle) => inner.trigger(&group, &why),
                 }
             });
-            lock(&self.tasks).push(task);
         }
+    }
+
+    /// Runs `task` until the controller stops; finished tasks are dropped
+    /// from the list as new ones come.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(task));
     }
 
     /// Takes a checker's events in, a probe round at a time (the rest of a
@@ -927,7 +949,7 @@ impl Inner {
                 }
             }
             rounds.borrow_and_update();
-            self.handle_health(&group, batch, true).await;
+            self.handle_health(&group, batch).await;
         }
     }
 
@@ -975,13 +997,23 @@ impl Inner {
             .filter(|i| i.state.is_live())
             .map(|i| i.id.clone())
             .collect();
+        let ours: BTreeSet<&str> = live_ids.iter().map(String::as_str).collect();
         let mut statuses = BTreeMap::new();
-        if self.status_supported.load(Ordering::Relaxed) {
-            for chunk in live_ids.chunks(endstate_provider::STATUS_BATCH) {
+        if self.status_supported.load(Ordering::Relaxed) && !live_ids.is_empty() {
+            // Up to 1,000 instances, by id in calls of 100; beyond, every
+            // instance in pages of 1,000 (fewer calls), kept when ours.
+            let batches: Vec<&[String]> = if live_ids.len() > 1_000 {
+                vec![&[]]
+            } else {
+                live_ids.chunks(endstate_provider::STATUS_BATCH).collect()
+            };
+            for chunk in batches {
                 match self.provider.describe_instance_status(chunk).await {
                     Ok(list) => {
                         for status in list {
-                            statuses.insert(status.instance_id, status.instance_status);
+                            if ours.contains(status.instance_id.as_str()) {
+                                statuses.insert(status.instance_id, status.instance_status);
+                            }
                         }
                     }
                     Err(error) if error.is_unsupported() => {
@@ -1053,23 +1085,19 @@ impl Inner {
         schedules: &BTreeMap<String, Vec<ScheduledAction>>,
         now: Duration,
     ) {
-        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let ids: BTreeSet<String> = instances.iter().map(|i| i.id.clone()).collect();
         self.samples.retain_instances(&group.name, &ids);
-        let (health_events, activities, brake_events) = {
+        let (health_events, activities, drift) = {
             let mut groups = lock(&self.groups);
             let Some(runtime) = groups.get_mut(&group.name) else {
                 return;
             };
-            let before: BTreeSet<String> = runtime.instances.iter().map(|i| i.id.clone()).collect();
             let health_events = runtime.observe(group, instances, statuses, now);
-            runtime_set_statuses(runtime, statuses);
-            let size = u32::try_from(runtime.live().count()).unwrap_or(u32::MAX);
-            let mut brake_events = Vec::new();
-            for gone in before.iter().filter(|id| !ids.contains(id)) {
-                if let Some(event) = runtime.brake.forget(gone, now, size) {
-                    brake_events.push(event);
-                }
-            }
+            runtime.statuses = runtime
+                .instances
+                .iter()
+                .filter_map(|i| statuses.get(&i.id).map(|s| (i.id.clone(), s.clone())))
+                .collect();
             if let Some(checker) = &runtime.checker {
                 let targets: Vec<Target> = runtime
                     .instances
@@ -1101,51 +1129,46 @@ impl Inner {
             };
             let live = u32::try_from(runtime.live().count()).unwrap_or(u32::MAX);
             let not_running = runtime.instances.iter().any(|i| !i.state.is_live());
-            if live != runtime.capacity.desired || not_running {
-                runtime.trigger(format!(
+            let drift = (live != runtime.capacity.desired || not_running).then(|| {
+                format!(
                     "observed: {live} live, {} desired",
                     runtime.capacity.desired
-                ));
+                )
+            });
+            (health_events, activities, drift)
+        };
+        self.report_health(&group.name, health_events, "ec2").await;
+        let scaled = activities.iter().any(|a| a.from != a.to);
+        if !activities.is_empty() {
+            // The new capacity is stored before any reconcile acts on it:
+            // a controller killed during the scale-out resumes it.
+            self.persist(&group.name).await;
+            let records = activities
+                .iter()
+                .map(|activity| {
+                    let kind = if activity.policy.starts_with("scheduled:") {
+                        "scheduled_action"
+                    } else {
+                        "scaled"
+                    };
+                    Record::new(
+                        group.name.clone(),
+                        kind,
+                        group.name.clone(),
+                        activity.reason.clone(),
+                    )
+                    .with(json!({ "policy": activity.policy, "from": activity.from, "to": activity.to }))
+                })
+                .collect();
+            self.events.record(records).await;
+        }
+        if let Some(runtime) = lock(&self.groups).get_mut(&group.name) {
+            if let Some(drift) = drift {
+                runtime.trigger(drift);
             }
-            if activities.iter().any(|a| a.from != a.to) {
+            if scaled {
                 runtime.trigger("scaling");
             }
-            (health_events, activities, brake_events)
-        };
-        self.handle_health(&group.name, health_events, false).await;
-        let mut records: Vec<Record> = brake_events
-            .into_iter()
-            .map(|e| {
-                Record::new(
-                    group.name.clone(),
-                    e.kind.as_str(),
-                    group.name.clone(),
-                    e.reason,
-                )
-            })
-            .collect();
-        for activity in &activities {
-            let kind = if activity.policy.starts_with("scheduled:") {
-                "scheduled_action"
-            } else {
-                "scaled"
-            };
-            records.push(
-                Record::new(
-                    group.name.clone(),
-                    kind,
-                    group.name.clone(),
-                    activity.reason.clone(),
-                )
-                .with(
-                    json!({ "policy": activity.policy, "from": activity.from, "to": activity.to }),
-                ),
-            );
-        }
-        let changed = !activities.is_empty();
-        self.events.record(records).await;
-        if changed {
-            self.persist(&group.name).await;
         }
     }
 
@@ -1165,7 +1188,7 @@ impl Inner {
             if live.is_empty() {
                 continue;
             }
-            if !self.allow_mass_terminate.load(Ordering::SeqCst) {
+            if !self.consent_given() {
                 if lock(&self.orphans_reported).insert(group.clone()) {
                     self.events
                         .one(Record::new(
@@ -1254,6 +1277,8 @@ impl Inner {
     /// their new settings, removed ones stop (their instances are then
     /// orphans); every group reconciles at once.
     async fn adopt(self: &Arc<Self>, spec: Spec, source: &str) -> Result<SpecView, ApiError> {
+        // One adoption at a time (the file watch and the API may race).
+        let _adopting = self.adopting.lock().await;
         let current = self.spec();
         if spec.project != current.project {
             return Err(ApiError::Conflict(format!(
@@ -1271,7 +1296,12 @@ impl Inner {
                 .clone());
         }
         let now = self.clock.now();
-        let view = spec_view(&spec, source, now);
+        let view = spec_view(
+            &spec,
+            source,
+            now,
+            self.reconcile_seq.load(Ordering::SeqCst),
+        );
         let spec = Arc::new(spec);
         {
             let mut state = self.spec.write().unwrap_or_else(|p| p.into_inner());
@@ -1363,18 +1393,6 @@ impl Inner {
         }
         gauges
     }
-}
-
-fn runtime_statuses(runtime: &GroupRuntime) -> BTreeMap<String, String> {
-    runtime.statuses.clone()
-}
-
-fn runtime_set_statuses(runtime: &mut GroupRuntime, statuses: &BTreeMap<String, String>) {
-    runtime.statuses = runtime
-        .instances
-        .iter()
-        .filter_map(|i| statuses.get(&i.id).map(|s| (i.id.clone(), s.clone())))
-        .collect();
 }
 
 fn not_found(what: &str, name: &str) -> ApiError {
@@ -1588,9 +1606,7 @@ impl ControllerApi for Controller {
         )
         .map_err(|diagnostics| ApiError::Invalid(diagnostics.to_string()))?;
         if submission.allow_mass_terminate {
-            self.inner
-                .allow_mass_terminate
-                .store(true, Ordering::SeqCst);
+            *lock(&self.inner.consent_for) = Some(spec.hash.clone());
         }
         self.inner.adopt(spec, "api").await
     }

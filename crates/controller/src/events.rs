@@ -101,13 +101,16 @@ impl EventLog {
         self.live.subscribe()
     }
 
-    /// Records `records` in order. A failure to write (the lease lost, the
-    /// disk full) is logged and the events are still sent live: the
-    /// controller stops acting on a lost lease elsewhere.
+    /// Records `records` in order, then sends them live. A failure to write
+    /// (the lease lost, the disk full) is logged; the controller stops
+    /// acting on a lost lease elsewhere.
     pub async fn record(&self, records: Vec<Record>) {
         if records.is_empty() {
             return;
         }
+        // The time is taken under the lock too: times never go backwards
+        // as sequence numbers grow.
+        let _order = self.order.lock().await;
         let at_ms = i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX);
         let new: Vec<NewEvent> = records
             .into_iter()
@@ -120,12 +123,16 @@ impl EventLog {
                 data: r.data,
             })
             .collect();
-        let _order = self.order.lock().await;
         let seqs = match self.session.append_events(new.clone()).await {
             Ok(seqs) => seqs,
             Err(error) => {
+                // Not recorded, so not sent: subscribers resume from the
+                // log by sequence number and would never see them there.
                 tracing::error!(%error, "recording events failed");
-                vec![0; new.len()]
+                for event in &new {
+                    tracing::warn!(group = %event.group, kind = %event.kind, subject = %event.subject, "not recorded: {}", event.reason);
+                }
+                return;
             }
         };
         for (event, seq) in new.into_iter().zip(seqs) {

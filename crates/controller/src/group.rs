@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use endstate_health::{
-    Brake, Checker, Ec2State, Ec2Status, HealthCheck, HealthStatus, InstanceHealth, ProbeTarget,
+    Brake, BrakeConfig, Checker, Ec2State, Ec2Status, EventKind, HealthCheck, HealthStatus,
+    InstanceHealth, ProbeTarget,
 };
 use endstate_model::{tags, Group};
 use endstate_plan::{Instance, InstanceState, Verdicts};
@@ -115,12 +116,15 @@ pub struct GroupRuntime {
     pub persisted: Persisted,
     pub capacity: Capacity,
     pub brake: Brake,
+    brake_config: BrakeConfig,
     pub check: Option<HealthCheck>,
     pub checker: Option<Checker>,
     /// The latest probe verdict per instance (from the checker's events).
     pub probe: BTreeMap<String, (HealthStatus, String, Duration)>,
     /// EC2's view per instance (state and status checks).
     pub ec2: BTreeMap<String, InstanceHealth>,
+    /// When EC2's view turned each instance unhealthy.
+    ec2_since: BTreeMap<String, Duration>,
     /// EC2's status check per instance at the last observation.
     pub statuses: BTreeMap<String, String>,
     /// Live instances (and stopped ones) at the last observation.
@@ -153,10 +157,12 @@ impl GroupRuntime {
             persisted,
             capacity,
             brake: Brake::new(group.name.clone(), group.brake),
+            brake_config: group.brake,
             check: group.health_check.clone(),
             checker: None,
             probe: BTreeMap::new(),
             ec2: BTreeMap::new(),
+            ec2_since: BTreeMap::new(),
             statuses: BTreeMap::new(),
             instances: Vec::new(),
             reconciles: 0,
@@ -170,7 +176,8 @@ impl GroupRuntime {
     }
 
     /// Takes a changed spec for the group in: a new spec capacity resets the
-    /// scaled one; a new brake configuration starts a new brake. Returns
+    /// scaled one; a changed brake configuration starts a new brake (an
+    /// unchanged one keeps its state: a spec edit does not release it). Returns
     /// whether the health check changed (the caller restarts the checker).
     pub fn respec(&mut self, group: &Group) -> bool {
         let spec = spec_capacity(group);
@@ -179,7 +186,10 @@ impl GroupRuntime {
             self.persisted.spec_capacity = Some(spec);
             self.persisted.capacity = Some(spec);
         }
-        self.brake = Brake::new(group.name.clone(), group.brake);
+        if self.brake_config != group.brake {
+            self.brake = Brake::new(group.name.clone(), group.brake);
+            self.brake_config = group.brake;
+        }
         let changed = self.check != group.health_check;
         self.check = group.health_check.clone();
         changed
@@ -198,8 +208,12 @@ impl GroupRuntime {
     }
 
     /// Feeds the latest observation in: EC2 states and status checks (by
-    /// instance id; `None` when DescribeInstanceStatus said nothing).
-    /// Returns the health transitions EC2's view caused.
+    /// instance id; absent when DescribeInstanceStatus said nothing). EC2's
+    /// view is taken of instances that are not going away (the controller's
+    /// own terminations are not failures). Returns the health transitions
+    /// EC2's view caused, already fed to the brake with the brake's own
+    /// events after them (instances gone since the last observation are
+    /// forgotten by it first).
     pub fn observe(
         &mut self,
         group: &Group,
@@ -208,35 +222,94 @@ impl GroupRuntime {
         now: Duration,
     ) -> Vec<endstate_health::Event> {
         let check = ec2_only_check(group);
+        let staying: BTreeSet<&str> = instances
+            .iter()
+            .filter(|i| !i.state.is_gone())
+            .map(|i| i.id.as_str())
+            .collect();
+        let size = u32::try_from(instances.iter().filter(|i| i.state.is_live()).count())
+            .unwrap_or(u32::MAX);
         let mut events = Vec::new();
-        let ids: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-        self.ec2.retain(|id, _| ids.contains(id.as_str()));
-        self.probe.retain(|id, _| ids.contains(id.as_str()));
-        for instance in &instances {
+        let gone: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|i| !staying.contains(i.id.as_str()))
+            .map(|i| i.id.clone())
+            .collect();
+        for id in gone {
+            events.extend(self.brake.forget(&id, now, size));
+        }
+        self.ec2.retain(|id, _| staying.contains(id.as_str()));
+        self.ec2_since.retain(|id, _| staying.contains(id.as_str()));
+        self.probe.retain(|id, _| staying.contains(id.as_str()));
+        let mut transitions = Vec::new();
+        for instance in instances.iter().filter(|i| !i.state.is_gone()) {
             let launched = parse_time(&instance.launch_time).unwrap_or(now);
             let machine = self
                 .ec2
                 .entry(instance.id.clone())
                 .or_insert_with(|| InstanceHealth::new(&instance.id, launched, &check));
             let status = statuses.get(&instance.id).and_then(|s| ec2_status(s));
-            if let Some(event) = machine.observe_ec2(now, ec2_state(instance.state), status) {
-                events.push(event);
+            let was = machine.ec2_verdict().is_some();
+            transitions.extend(machine.observe_ec2(now, ec2_state(instance.state), status));
+            match (was, machine.ec2_verdict().is_some()) {
+                (false, true) => {
+                    self.ec2_since.insert(instance.id.clone(), now);
+                }
+                (true, false) => {
+                    self.ec2_since.remove(&instance.id);
+                }
+                _ => {}
             }
         }
         self.instances = instances;
+        events.extend(self.absorb(transitions, false));
         events
     }
 
-    /// The combined health of one instance.
-    pub fn health(&self, id: &str) -> Health {
-        if let Some(machine) = self.ec2.get(id) {
-            if machine.status() == HealthStatus::Unhealthy {
-                return Health {
-                    status: HealthStatus::Unhealthy,
-                    reason: Some("EC2 reports it unhealthy".into()),
-                    since: None,
+    /// Takes health events in (from the probes, or EC2's view): the probe
+    /// verdicts, and the brake, which they feed before any replacement is
+    /// chosen. Returns them with the brake's own events after each.
+    pub fn absorb(
+        &mut self,
+        events: Vec<endstate_health::Event>,
+        from_probes: bool,
+    ) -> Vec<endstate_health::Event> {
+        let size = u32::try_from(self.live().count())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut out = Vec::new();
+        for event in events {
+            if from_probes {
+                let status = match event.kind {
+                    EventKind::InstanceHealthy => Some(HealthStatus::Healthy),
+                    EventKind::InstanceUnhealthy => Some(HealthStatus::Unhealthy),
+                    _ => None,
                 };
+                if let Some(status) = status {
+                    self.probe.insert(
+                        event.subject.clone(),
+                        (status, event.reason.clone(), event.at),
+                    );
+                }
             }
+            let brake = self.brake.observe(&event, size);
+            out.push(event);
+            out.extend(brake);
+        }
+        out
+    }
+
+    /// The combined health of one instance: EC2's verdict while it stands,
+    /// else the probes' (or, without a health check, running means healthy).
+    pub fn health(&self, instance: &Instance) -> Health {
+        let id = instance.id.as_str();
+        if let Some(reason) = self.ec2.get(id).and_then(|m| m.ec2_verdict()) {
+            return Health {
+                status: HealthStatus::Unhealthy,
+                reason: Some(reason.to_string()),
+                since: self.ec2_since.get(id).copied(),
+            };
         }
         if self.check.is_some() {
             return match self.probe.get(id) {
@@ -252,12 +325,8 @@ impl GroupRuntime {
                 },
             };
         }
-        let running = self
-            .instances
-            .iter()
-            .any(|i| i.id == id && i.state == InstanceState::Running);
         Health {
-            status: if running {
+            status: if instance.state == InstanceState::Running {
                 HealthStatus::Healthy
             } else {
                 HealthStatus::Initial
@@ -278,7 +347,7 @@ impl GroupRuntime {
         let live: Vec<&Instance> = self.live().collect();
         if !self.brake.is_paused() {
             for instance in &live {
-                let health = self.health(&instance.id);
+                let health = self.health(instance);
                 if health.status == HealthStatus::Unhealthy
                     && health.since.is_none_or(|since| now >= since + settle)
                 {
@@ -482,7 +551,7 @@ impl GroupRuntime {
         };
         for instance in self.live() {
             view.live += 1;
-            match self.health(&instance.id).status {
+            match self.health(instance).status {
                 HealthStatus::Healthy => view.healthy += 1,
                 HealthStatus::Unhealthy => view.unhealthy += 1,
                 HealthStatus::Initial => view.initial += 1,
@@ -492,7 +561,7 @@ impl GroupRuntime {
     }
 
     pub fn instance_view(&self, instance: &Instance, cpu: Option<f64>) -> InstanceView {
-        let health = self.health(&instance.id);
+        let health = self.health(instance);
         InstanceView {
             id: instance.id.clone(),
             group: self.name.clone(),

@@ -79,7 +79,7 @@ impl Samples {
     }
 
     /// Forgets instances that are gone.
-    pub fn retain_instances(&self, group: &str, live: &[String]) {
+    pub fn retain_instances(&self, group: &str, live: &std::collections::BTreeSet<String>) {
         for ((g, _), values) in lock(&self.latest).iter_mut() {
             if g == group {
                 values.retain(|id, _| id == GROUP_WIDE || live.contains(id));

@@ -128,6 +128,10 @@ pub struct SpecView {
     pub source: String,
     pub loaded_at: String,
     pub groups: Vec<String>,
+    /// Reconciles started before this spec was put in force: a group whose
+    /// last reconcile has a larger id was planned with this spec (or a
+    /// later one).
+    pub reconcile_seq: u64,
 }
 
 /// A spec handed to the controller (`POST /v1/spec`).

@@ -220,9 +220,25 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     endstate_controller::api::serve(listener, controller.api(), shutdown).await?;
     let failed = why_rx.await.ok().flatten();
     controller.shutdown().await;
+    // The controller's tasks have ended; this was the last handle on the
+    // session besides ours.
+    drop(controller);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
     let _ = std::fs::remove_file(serve_info_path(&state));
-    let session = Arc::try_unwrap(session)
-        .map_err(|_| anyhow::anyhow!("the controller's session is still shared"))?;
+    // A task that began as the controller stopped may hold it a moment longer.
+    let mut session = session;
+    let session = loop {
+        match Arc::try_unwrap(session) {
+            Ok(session) => break session,
+            Err(shared) => {
+                session = shared;
+                if tokio::time::Instant::now() > give_up {
+                    bail!("the controller's session is still shared; its lock expires by itself");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     match failed {
         None => {
             session.finish(RunOutcome::Succeeded, json!({})).await?;
@@ -251,13 +267,6 @@ pub async fn hand_over(
         .with_context(|| format!("reading {}", args.file.display()))?;
     let last = latest_seq(&client).await?;
     // Progress counts only from reconciles that start after the hand-over.
-    let before: u64 = client
-        .groups()
-        .await?
-        .iter()
-        .filter_map(|g| g.last_reconcile.as_ref().map(|r| r.id))
-        .max()
-        .unwrap_or(0);
     let view = client
         .submit_spec(&SpecSubmission {
             yaml,
@@ -267,6 +276,8 @@ pub async fn hand_over(
         })
         .await
         .map_err(|e| anyhow::anyhow!("the controller refused the spec: {e}"))?;
+    // Progress counts only from reconciles planned with this spec.
+    let before = view.reconcile_seq;
     if !json_output {
         println!(
             "A controller runs for project {}; handed it spec {} and following its progress.",

@@ -177,13 +177,22 @@ impl Project {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok();
             let started = Instant::now();
-            while child.try_wait().unwrap().is_none() {
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
                 if started.elapsed() > Duration::from_secs(30) {
                     child.kill().ok();
                     panic!("endstate serve did not stop on SIGTERM:\n{}", self.log());
                 }
                 std::thread::sleep(Duration::from_millis(50));
-            }
+            };
+            // A graceful stop: the run recorded as finished, the lock given back.
+            assert!(
+                status.success(),
+                "endstate serve exited {status}:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -643,6 +652,16 @@ async fn real_cpu_load_scales_the_group_out_and_back_in_within_min_and_max() {
         async || web(&client).await.filter(|g| g.desired == 1 && g.live == 1),
     )
     .await;
+    let events = all_events(&client, 0).await;
+    // The controller's own scale-in is no failure: the brake stays released.
+    assert!(
+        of_kind(&events, "replacement_paused").is_empty(),
+        "{events:#?}"
+    );
+    assert!(
+        of_kind(&events, "instance_unhealthy").is_empty(),
+        "{events:#?}"
+    );
     let activity = client.scaling(Some("web")).await.unwrap();
     assert!(activity.len() >= 2, "{activity:#?}");
     for a in &activity {

@@ -94,6 +94,12 @@ impl InstanceHealth {
         self.status
     }
 
+    /// EC2's reason this instance is unhealthy, while EC2 says so (a status
+    /// check that recovered, or a started instance, clears it).
+    pub fn ec2_verdict(&self) -> Option<&str> {
+        self.ec2_unhealthy.as_deref()
+    }
+
     /// Failed probes in a row that counted towards the unhealthy threshold.
     pub fn consecutive_failures(&self) -> u32 {
         self.failures

@@ -668,24 +668,37 @@ impl Provider for Ec2Client {
         &self,
         ids: &[String],
     ) -> Result<Vec<crate::InstanceStatusCheck>, ProviderError> {
-        let request = DescribeInstanceStatusRequest {
-            instance_ids: ids.to_vec(),
-            include_all_instances: Some(true),
-            ..DescribeInstanceStatusRequest::default()
-        };
-        let response: DescribeInstanceStatusResponse = self
-            .call(Operation::DescribeInstanceStatus, &request)
-            .await?;
-        Ok(response
-            .statuses
-            .into_iter()
-            .map(|s| crate::InstanceStatusCheck {
-                instance_id: s.instance_id,
-                state: InstanceState::parse(&s.state.name).unwrap_or(InstanceState::Pending),
-                instance_status: s.instance_status,
-                system_status: s.system_status,
-            })
-            .collect())
+        // Named ids go in one call; none means every instance, in pages.
+        let mut out = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let request = DescribeInstanceStatusRequest {
+                instance_ids: ids.to_vec(),
+                include_all_instances: Some(true),
+                max_results: ids.is_empty().then_some(1_000),
+                next_token: next_token.take(),
+                ..DescribeInstanceStatusRequest::default()
+            };
+            let response: DescribeInstanceStatusResponse = self
+                .call(Operation::DescribeInstanceStatus, &request)
+                .await?;
+            out.extend(
+                response
+                    .statuses
+                    .into_iter()
+                    .map(|s| crate::InstanceStatusCheck {
+                        instance_id: s.instance_id,
+                        state: InstanceState::parse(&s.state.name)
+                            .unwrap_or(InstanceState::Pending),
+                        instance_status: s.instance_status,
+                        system_status: s.system_status,
+                    }),
+            );
+            match response.next_token {
+                Some(token) if !token.is_empty() && ids.is_empty() => next_token = Some(token),
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn instance_utilization(

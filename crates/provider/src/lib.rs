@@ -318,9 +318,9 @@ pub trait Provider: Send + Sync {
     /// are absent. Only the built-in cloud's process backend answers it
     /// (`DescribeInstanceUtilization`, an endstate extension: EC2 has no
     /// metrics in its API); the default is [`ProviderError::Unsupported`].
-    /// DescribeInstanceStatus of up to [`STATUS_BATCH`] `ids`, in every
-    /// state (`IncludeAllInstances`). The default is
-    /// [`ProviderError::Unsupported`].
+    /// DescribeInstanceStatus of up to [`STATUS_BATCH`] `ids`, or of every
+    /// instance when `ids` is empty (in pages of 1,000), in every state
+    /// (`IncludeAllInstances`). The default is [`ProviderError::Unsupported`].
     async fn describe_instance_status(
         &self,
         ids: &[String],

@@ -96,6 +96,7 @@ impl FakeController {
                     source: "spec.yaml".into(),
                     loaded_at: "2026-11-27T20:00:00Z".into(),
                     groups: vec!["web".into(), "db".into()],
+                    reconcile_seq: 7,
                 },
                 samples: Vec::new(),
             }),
