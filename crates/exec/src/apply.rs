@@ -221,8 +221,13 @@ impl Executor {
         ids: &[String],
         how: &str,
     ) -> Result<(), ExecError> {
-        self.wait_running(spec, ids, &mut ApplyReport::default())
-            .await?;
+        self.wait_running(
+            &spec.project,
+            &[intent.group.as_str()],
+            ids,
+            &mut ApplyReport::default(),
+        )
+        .await?;
         session
             .complete(&intent.id, json!({ "instances": ids, "resolved": how }))
             .await
@@ -493,7 +498,9 @@ impl Executor {
         if let Some(error) = first_error {
             return Err(error);
         }
-        self.wait_running(spec, &launched, report).await?;
+        let groups: Vec<&str> = launches.iter().map(|l| l.group.as_str()).collect();
+        self.wait_running(&spec.project, &groups, &launched, report)
+            .await?;
         crate::crash::point("launch-waited");
         // Only now can every later read see these instances: an intent
         // closed earlier could, after a crash, let a plan launch them again.
@@ -510,7 +517,8 @@ impl Executor {
     /// plan replaces it).
     async fn wait_running(
         &self,
-        spec: &Spec,
+        project: &str,
+        groups: &[&str],
         ids: &[String],
         report: &mut ApplyReport,
     ) -> Result<(), ExecError> {
@@ -519,14 +527,17 @@ impl Executor {
         }
         let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
         let deadline = self.clock.now() + self.options.wait_timeout;
+        // Only the plan's groups are read: a controller reconciling one
+        // group of a hundred does not read the other ninety-nine each poll.
+        let groups: BTreeSet<&str> = groups.iter().copied().collect();
+        let filters = [
+            Filter::tag(tags::PROJECT, project),
+            Filter::new(format!("tag:{}", tags::GROUP), groups),
+        ];
         loop {
             // Every state, terminated included: an instance that died before
             // running must settle the wait, not stall it.
-            let observed = describe_all(
-                self.provider.as_ref(),
-                &[Filter::tag(tags::PROJECT, spec.project.as_str())],
-            )
-            .await?;
+            let observed = describe_all(self.provider.as_ref(), &filters).await?;
             let mut per_group: BTreeMap<String, (u32, u32)> = BTreeMap::new();
             let mut settled = 0;
             let mut dead = Vec::new();
