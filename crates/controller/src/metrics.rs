@@ -189,25 +189,32 @@ impl Counters {
                 h.count, h.sum, h.count
             );
         }
-        let counter = |out: &mut String, name: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
+        let by_group = |map: &BTreeMap<(String, &'static str), u64>, label: &str| {
+            map.iter()
+                .map(|((g, x), v)| (format!("group=\"{}\",{label}=\"{x}\"", escape(g)), *v))
+                .collect::<Vec<_>>()
         };
-        counter(
+        let by_group_text = |map: &BTreeMap<(String, String), u64>, label: &str| {
+            map.iter()
+                .map(|((g, x), v)| {
+                    (
+                        format!("group=\"{}\",{label}=\"{}\"", escape(g), escape(x)),
+                        *v,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
             &mut out,
             "endstate_reconciles_total",
+            "counter",
             "Reconciles by group and outcome.",
-            state
-                .reconciles
-                .iter()
-                .map(|((g, o), v)| (format!("group=\"{}\",outcome=\"{o}\"", escape(g)), *v))
-                .collect(),
+            by_group(&state.reconciles, "outcome"),
         );
-        counter(
+        family(
             &mut out,
             "endstate_ec2_api_calls_total",
+            "counter",
             "EC2 API calls by action.",
             gauges
                 .api_calls
@@ -215,9 +222,10 @@ impl Counters {
                 .map(|(a, v)| (format!("action=\"{}\"", escape(a)), *v))
                 .collect(),
         );
-        counter(
+        family(
             &mut out,
             "endstate_ec2_throttles_total",
+            "counter",
             "Waits before EC2 API calls by action: on the client-side buckets, or after EC2 throttled.",
             state
                 .throttles
@@ -225,9 +233,10 @@ impl Counters {
                 .map(|((a, by), v)| (format!("action=\"{}\",by=\"{by}\"", escape(a)), *v))
                 .collect(),
         );
-        counter(
+        family(
             &mut out,
             "endstate_health_probe_failures_total",
+            "counter",
             "Failed health probes that counted towards an unhealthy threshold.",
             state
                 .probe_failures
@@ -235,55 +244,31 @@ impl Counters {
                 .map(|(g, v)| (format!("group=\"{}\"", escape(g)), *v))
                 .collect(),
         );
-        counter(
+        family(
             &mut out,
             "endstate_health_transitions_total",
+            "counter",
             "Instances turning healthy or unhealthy.",
-            state
-                .health_transitions
-                .iter()
-                .map(|((g, to), v)| (format!("group=\"{}\",to=\"{to}\"", escape(g)), *v))
-                .collect(),
+            by_group(&state.health_transitions, "to"),
         );
-        let gauge = |out: &mut String, name: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        };
-        gauge(
+        family(
             &mut out,
             "endstate_instances",
+            "gauge",
             "Instances by group and EC2 state.",
-            gauges
-                .instances
-                .iter()
-                .map(|((g, s), v)| {
-                    (
-                        format!("group=\"{}\",state=\"{}\"", escape(g), escape(s)),
-                        *v,
-                    )
-                })
-                .collect(),
+            by_group_text(&gauges.instances, "state"),
         );
-        gauge(
+        family(
             &mut out,
             "endstate_instances_health",
+            "gauge",
             "Live instances by group and health.",
-            gauges
-                .health
-                .iter()
-                .map(|((g, s), v)| {
-                    (
-                        format!("group=\"{}\",health=\"{}\"", escape(g), escape(s)),
-                        *v,
-                    )
-                })
-                .collect(),
+            by_group_text(&gauges.health, "health"),
         );
-        gauge(
+        family(
             &mut out,
             "endstate_group_desired_capacity",
+            "gauge",
             "The desired capacity the controller holds each group to.",
             gauges
                 .desired
@@ -292,6 +277,15 @@ impl Counters {
                 .collect(),
         );
         out
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then a sample per row of
+/// (labels, value).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
 }
 
