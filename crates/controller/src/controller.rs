@@ -15,7 +15,6 @@
 //! health and scaling rules themselves (`health`, `scaling`), HTTP (`api`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,7 +22,7 @@ use std::time::Duration;
 
 use endstate_clock::SharedClock;
 use endstate_exec::{describe_all, ApplyOptions, ExecError, Executor, Reporter, Session};
-use endstate_health::{Checker, EventKind, Target};
+use endstate_health::{Checker, EventKind};
 use endstate_model::{tags, Group, Spec};
 use endstate_plan::{
     plan_with, Instance, Launch, LaunchReason, Observed, Phase, Plan, PlanOptions,
@@ -36,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::events::{rfc3339_ms, EventLog, Record};
-use crate::group::{parse_time, GroupRuntime, Persisted};
+use crate::group::{GroupRuntime, Persisted};
 use crate::metrics::{Counters, Gauges, Samples};
 use crate::view::*;
 
@@ -721,6 +720,23 @@ impl Inner {
             )
             .await;
         self.finish_reconcile(name, id, started, &trigger, launched, terminated, error);
+        if launched > 0 && result.is_ok() {
+            // The new instances run: probe them from now, not from the
+            // observer's next read.
+            let instances =
+                describe_all(self.provider.as_ref(), &group_filters(&spec.project, name)).await?;
+            let now = self.clock.now();
+            let events = match lock(&self.groups).get_mut(name) {
+                Some(runtime) => {
+                    let statuses = runtime.statuses.clone();
+                    let events = runtime.observe(&group, instances, &statuses, now);
+                    runtime.retarget(now);
+                    events
+                }
+                None => Vec::new(),
+            };
+            self.report_health(name, events, "ec2").await;
+        }
         result.map(|_| ())
     }
 
@@ -1098,22 +1114,7 @@ impl Inner {
                 .iter()
                 .filter_map(|i| statuses.get(&i.id).map(|s| (i.id.clone(), s.clone())))
                 .collect();
-            if let Some(checker) = &runtime.checker {
-                let targets: Vec<Target> = runtime
-                    .instances
-                    .iter()
-                    .filter(|i| i.state == endstate_plan::InstanceState::Running)
-                    .filter_map(|i| {
-                        let address: IpAddr = i.private_ip.as_deref()?.parse().ok()?;
-                        Some(Target {
-                            id: i.id.clone(),
-                            address,
-                            launched_at: parse_time(&i.launch_time).unwrap_or(now),
-                        })
-                    })
-                    .collect();
-                checker.set_targets(targets);
-            }
+            runtime.retarget(now);
             let empty = Vec::new();
             let actions = schedules.get(&group.name).unwrap_or(&empty);
             let activities = if runtime.persisted.paused.is_some() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use endstate_health::{
     Brake, BrakeConfig, Checker, Ec2State, Ec2Status, EventKind, HealthCheck, HealthStatus,
-    InstanceHealth, ProbeTarget,
+    InstanceHealth, ProbeTarget, Target,
 };
 use endstate_model::{tags, Group};
 use endstate_plan::{Instance, InstanceState, Verdicts};
@@ -265,6 +265,27 @@ impl GroupRuntime {
         self.instances = instances;
         events.extend(self.absorb(transitions, false));
         events
+    }
+
+    /// Hands the checker the running instances, by their addresses.
+    pub fn retarget(&self, now: Duration) {
+        let Some(checker) = &self.checker else {
+            return;
+        };
+        let targets: Vec<Target> = self
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .filter_map(|i| {
+                let address: std::net::IpAddr = i.private_ip.as_deref()?.parse().ok()?;
+                Some(Target {
+                    id: i.id.clone(),
+                    address,
+                    launched_at: parse_time(&i.launch_time).unwrap_or(now),
+                })
+            })
+            .collect();
+        checker.set_targets(targets);
     }
 
     /// Takes health events in (from the probes, or EC2's view): the probe
