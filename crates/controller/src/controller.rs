@@ -215,7 +215,7 @@ fn group_filters(project: &str, group: &str) -> [Filter; 3] {
 /// terminations to the reconcile that runs it.
 struct ReconcileReporter {
     counters: Arc<Counters>,
-    seen: Mutex<Vec<endstate_exec::Event>>,
+    done: mpsc::UnboundedSender<endstate_exec::Event>,
 }
 
 impl Reporter for ReconcileReporter {
@@ -226,7 +226,11 @@ impl Reporter for ReconcileReporter {
             } => self.counters.throttled(action, *by_server),
             endstate_exec::Event::Launched { .. }
             | endstate_exec::Event::Terminated { .. }
-            | endstate_exec::Event::FallingBack { .. } => lock(&self.seen).push(event.clone()),
+            | endstate_exec::Event::FallingBack { .. } => {
+                // The reconcile outlives its executor: sending cannot fail
+                // while anyone reads, and nobody needs it after.
+                let _ = self.done.send(event.clone());
+            }
             _ => {}
         }
     }
@@ -696,14 +700,34 @@ impl Inner {
                 })),
             )
             .await;
-        let reporter = Arc::new(ReconcileReporter {
+        // Launches and terminations are recorded as the executor reports
+        // them, while the plan runs: the event stream shows progress live.
+        let (done, mut actions) = mpsc::unbounded_channel();
+        let executor = self.executor(Arc::new(ReconcileReporter {
             counters: Arc::clone(&self.counters),
-            seen: Mutex::new(Vec::new()),
-        });
-        let executor = self.executor(reporter.clone());
-        let result = executor.apply(&self.session, &sub, &plan).await;
-        let seen = std::mem::take(&mut *lock(&reporter.seen));
-        let (launched, terminated) = self.record_actions(name, id, &plan, &verdicts, seen).await;
+            done,
+        }));
+        let apply = executor.apply(&self.session, &sub, &plan);
+        tokio::pin!(apply);
+        let (mut launched, mut terminated) = (0, 0);
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(event) = actions.recv() => {
+                    let (l, t) = self.record_actions(name, id, &plan, &verdicts, vec![event]).await;
+                    launched += l;
+                    terminated += t;
+                }
+                result = &mut apply => break result,
+            }
+        };
+        let mut rest = Vec::new();
+        while let Ok(event) = actions.try_recv() {
+            rest.push(event);
+        }
+        let (l, t) = self.record_actions(name, id, &plan, &verdicts, rest).await;
+        launched += l;
+        terminated += t;
         let error = result.as_ref().err().map(|e| e.to_string());
         self.events
             .one(
