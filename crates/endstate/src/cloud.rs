@@ -236,7 +236,7 @@ fn load_or_create_credentials(dir: &Path) -> Result<LocalCredentials> {
 }
 
 /// Writes a file readable by its owner only, atomically (temp + rename).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .create(true)

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::args::{ApiArgs, GroupCommand, MetricCommand, SpecArgs, StateArgs, TokenCommand};
+use crate::cloud::write_private;
 use crate::commands::{load_spec, open_store, provider, state_path, stop_signal, LEASE};
 
 /// What a running controller writes beside the state.
@@ -39,24 +40,6 @@ fn serve_info_path(state: &Path) -> PathBuf {
 
 fn token_path(state: &Path) -> PathBuf {
     state.with_file_name("api-token")
-}
-
-/// Writes `contents` to `path` readable by the owner only, atomically.
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The running controller for this state, if any: `serve.json` names a
