@@ -21,13 +21,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use endstate_clock::SharedClock;
-use endstate_exec::{describe_all, ApplyOptions, ExecError, Executor, Reporter, Session};
+use endstate_exec::{observe_group, ApplyOptions, ExecError, Executor, Reporter, Session};
 use endstate_health::{Checker, EventKind};
 use endstate_model::{tags, Group, Spec};
 use endstate_plan::{
     plan_with, Instance, Launch, LaunchReason, Observed, Phase, Plan, PlanOptions,
 };
-use endstate_provider::{Filter, Provider};
+use endstate_provider::Provider;
 use endstate_scaling::schedule::ScheduledAction;
 use endstate_state::Store;
 use serde_json::{json, Value};
@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::events::{rfc3339_ms, EventLog, Record};
-use crate::group::{GroupRuntime, Persisted};
+use crate::group::{with_desired, GroupRuntime, Persisted};
 use crate::metrics::{Counters, Gauges, Samples};
 use crate::view::*;
 
@@ -199,31 +199,16 @@ fn digest(bytes: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// The filters that read one group's instances in every state but terminated.
-fn group_filters(project: &str, group: &str) -> [Filter; 3] {
-    [
-        Filter::tag(tags::PROJECT, project),
-        Filter::tag(tags::GROUP, group),
-        Filter::new(
-            "instance-state-name",
-            ["pending", "running", "shutting-down", "stopping", "stopped"],
-        ),
-    ]
-}
-
-/// Forwards the executor's events: throttles to the counters, launches and
-/// terminations to the reconcile that runs it.
+/// Forwards the executor's launches and terminations to the reconcile that
+/// runs it. (Throttle waits are the governor's to report: see
+/// [`ThrottleCounter`].)
 struct ReconcileReporter {
-    counters: Arc<Counters>,
     done: mpsc::UnboundedSender<endstate_exec::Event>,
 }
 
 impl Reporter for ReconcileReporter {
     fn event(&self, event: &endstate_exec::Event) {
         match event {
-            endstate_exec::Event::Throttled {
-                action, by_server, ..
-            } => self.counters.throttled(action, *by_server),
             endstate_exec::Event::Launched { .. }
             | endstate_exec::Event::Terminated { .. }
             | endstate_exec::Event::FallingBack { .. } => {
@@ -232,6 +217,121 @@ impl Reporter for ReconcileReporter {
                 let _ = self.done.send(event.clone());
             }
             _ => {}
+        }
+    }
+}
+
+/// Turns what the executor reports during one reconcile into events, each
+/// with the plan's reason for it; counts what was launched and terminated.
+struct ActionRecords<'p> {
+    group: &'p str,
+    reconcile: u64,
+    /// Per zone, the plan's launch there.
+    launches: BTreeMap<&'p str, &'p Launch>,
+    /// Per instance, why the plan terminates it.
+    terminations: BTreeMap<&'p str, String>,
+    /// The unhealthy instances this reconcile replaces.
+    replaces: Vec<&'p String>,
+    launched: u32,
+    terminated: u32,
+}
+
+impl<'p> ActionRecords<'p> {
+    fn new(
+        group: &'p str,
+        reconcile: u64,
+        plan: &'p Plan,
+        verdicts: &'p endstate_plan::Verdicts,
+    ) -> Self {
+        let mut launches = BTreeMap::new();
+        let mut terminations = BTreeMap::new();
+        for phase in &plan.phases {
+            match phase {
+                Phase::Launch(list) => {
+                    for launch in list {
+                        launches.insert(launch.zone.as_str(), launch);
+                    }
+                }
+                Phase::Terminate(list) => {
+                    for t in list {
+                        terminations.insert(t.instance_id.as_str(), t.reason.to_string());
+                    }
+                }
+                Phase::Retag(_) => {}
+            }
+        }
+        Self {
+            group,
+            reconcile,
+            launches,
+            terminations,
+            replaces: verdicts.unhealthy.keys().collect(),
+            launched: 0,
+            terminated: 0,
+        }
+    }
+
+    fn of(&mut self, event: &endstate_exec::Event) -> Vec<Record> {
+        let (name, id) = (self.group, self.reconcile);
+        match event {
+            endstate_exec::Event::Launched { zone, ids, .. } => {
+                self.launched += u32::try_from(ids.len()).unwrap_or(0);
+                let reason = self.launches.get(zone.as_str()).map(|l| &l.reason);
+                let replaces = &self.replaces;
+                let (kind, text) =
+                    match reason {
+                        Some(LaunchReason::Replacement { outdated }) if !replaces.is_empty() => (
+                            "replacement_launched",
+                            format!(
+                            "launched {} in {zone} to replace {} ({outdated} to replace in all)",
+                            ids.len(),
+                            replaces.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                        ),
+                        Some(LaunchReason::Replacement { outdated }) => (
+                            "replacement_launched",
+                            format!(
+                                "launched {} in {zone} to replace {outdated} outdated",
+                                ids.len()
+                            ),
+                        ),
+                        Some(LaunchReason::BelowDesired { live, desired }) => (
+                            "launched",
+                            format!(
+                                "launched {} in {zone}: {live} live, {desired} desired",
+                                ids.len()
+                            ),
+                        ),
+                        None => ("launched", format!("launched {} in {zone}", ids.len())),
+                    };
+                vec![Record::new(name, kind, ids.join(","), text).with(
+                    json!({ "reconcile": id, "ids": ids, "zone": zone, "replaces": replaces }),
+                )]
+            }
+            endstate_exec::Event::Terminated { ids, .. } => {
+                self.terminated += u32::try_from(ids.len()).unwrap_or(0);
+                ids.iter()
+                    .map(|instance| {
+                        let reason = self
+                            .terminations
+                            .get(instance.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| "terminated".into());
+                        Record::new(name, "terminated", instance.clone(), reason)
+                            .with(json!({ "reconcile": id }))
+                    })
+                    .collect()
+            }
+            endstate_exec::Event::FallingBack {
+                from, to, reason, ..
+            } => vec![Record::new(
+                name,
+                "capacity_fallback",
+                name,
+                format!("{from} → {to}: {reason}"),
+            )
+            .with(json!({ "reconcile": id }))],
+            _ => Vec::new(),
         }
     }
 }
@@ -424,6 +524,15 @@ impl Inner {
             || lock(&self.consent_for).as_deref() == Some(self.spec().hash.as_str())
     }
 
+    /// How long an instance stays unhealthy before it is replaced, so that
+    /// failures detected together reach the brake together: one probe
+    /// interval, or one observation when only EC2's view judges.
+    fn settle(&self, check: Option<&endstate_health::HealthCheck>) -> Duration {
+        check
+            .map(|c| c.interval())
+            .unwrap_or(self.options.observe_every)
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -594,14 +703,9 @@ impl Inner {
             return Ok(());
         }
         let started = self.clock.now();
-        let instances =
-            describe_all(self.provider.as_ref(), &group_filters(&spec.project, name)).await?;
+        let instances = observe_group(self.provider.as_ref(), &spec.project, name).await?;
         let now = self.clock.now();
-        let settle = group
-            .health_check
-            .as_ref()
-            .map(|c| c.interval())
-            .unwrap_or(self.options.observe_every);
+        let settle = self.settle(group.health_check.as_ref());
         let (verdicts, desired, health_events) = {
             let mut groups = lock(&self.groups);
             let Some(runtime) = groups.get_mut(name) else {
@@ -615,15 +719,11 @@ impl Inner {
         };
         self.report_health(name, health_events, "ec2").await;
 
-        let mut planned = group.clone();
-        planned.capacity.min = planned.capacity.min.min(desired);
-        planned.capacity.max = planned.capacity.max.max(desired);
-        planned.capacity.desired = desired;
         let sub = Arc::new(Spec {
             project: spec.project.clone(),
             environment: spec.environment.clone(),
             provider: spec.provider.clone(),
-            groups: vec![planned],
+            groups: vec![with_desired(&group, desired)],
             hash: spec.hash.clone(),
         });
         let plan = plan_with(&sub, &Observed { instances }, &verdicts, &self.options.plan);
@@ -703,31 +803,25 @@ impl Inner {
         // Launches and terminations are recorded as the executor reports
         // them, while the plan runs: the event stream shows progress live.
         let (done, mut actions) = mpsc::unbounded_channel();
-        let executor = self.executor(Arc::new(ReconcileReporter {
-            counters: Arc::clone(&self.counters),
-            done,
-        }));
+        let executor = self.executor(Arc::new(ReconcileReporter { done }));
         let apply = executor.apply(&self.session, &sub, &plan);
         tokio::pin!(apply);
-        let (mut launched, mut terminated) = (0, 0);
+        let mut record = ActionRecords::new(name, id, &plan, &verdicts);
         let result = loop {
             tokio::select! {
                 biased;
                 Some(event) = actions.recv() => {
-                    let (l, t) = self.record_actions(name, id, &plan, &verdicts, vec![event]).await;
-                    launched += l;
-                    terminated += t;
+                    self.events.record(record.of(&event)).await;
                 }
                 result = &mut apply => break result,
             }
         };
         let mut rest = Vec::new();
         while let Ok(event) = actions.try_recv() {
-            rest.push(event);
+            rest.extend(record.of(&event));
         }
-        let (l, t) = self.record_actions(name, id, &plan, &verdicts, rest).await;
-        launched += l;
-        terminated += t;
+        self.events.record(rest).await;
+        let (launched, terminated) = (record.launched, record.terminated);
         let error = result.as_ref().err().map(|e| e.to_string());
         self.events
             .one(
@@ -747,8 +841,7 @@ impl Inner {
         if launched > 0 && result.is_ok() {
             // The new instances run: probe them from now, not from the
             // observer's next read.
-            let instances =
-                describe_all(self.provider.as_ref(), &group_filters(&spec.project, name)).await?;
+            let instances = observe_group(self.provider.as_ref(), &spec.project, name).await?;
             let now = self.clock.now();
             let events = match lock(&self.groups).get_mut(name) {
                 Some(runtime) => {
@@ -793,94 +886,6 @@ impl Inner {
         }
     }
 
-    /// Events for what the executor did, each with the plan's reason.
-    async fn record_actions(
-        &self,
-        name: &str,
-        id: u64,
-        plan: &Plan,
-        verdicts: &endstate_plan::Verdicts,
-        seen: Vec<endstate_exec::Event>,
-    ) -> (u32, u32) {
-        let mut launches: BTreeMap<&str, &Launch> = BTreeMap::new();
-        let mut reasons: BTreeMap<&str, String> = BTreeMap::new();
-        for phase in &plan.phases {
-            match phase {
-                Phase::Launch(list) => {
-                    for launch in list {
-                        launches.insert(launch.zone.as_str(), launch);
-                    }
-                }
-                Phase::Terminate(list) => {
-                    for t in list {
-                        reasons.insert(t.instance_id.as_str(), t.reason.to_string());
-                    }
-                }
-                Phase::Retag(_) => {}
-            }
-        }
-        let mut records = Vec::new();
-        let (mut launched, mut terminated) = (0u32, 0u32);
-        let replaces: Vec<&String> = verdicts.unhealthy.keys().collect();
-        for event in seen {
-            match event {
-                endstate_exec::Event::Launched { zone, ids, .. } => {
-                    launched += u32::try_from(ids.len()).unwrap_or(0);
-                    let reason = launches.get(zone.as_str()).map(|l| &l.reason);
-                    let (kind, text) = match reason {
-                        Some(LaunchReason::Replacement { outdated }) if !replaces.is_empty() => (
-                            "replacement_launched",
-                            format!(
-                                "launched {} in {zone} to replace {} ({outdated} to replace in all)",
-                                ids.len(),
-                                replaces.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                            ),
-                        ),
-                        Some(LaunchReason::Replacement { outdated }) => (
-                            "replacement_launched",
-                            format!("launched {} in {zone} to replace {outdated} outdated", ids.len()),
-                        ),
-                        Some(LaunchReason::BelowDesired { live, desired }) => (
-                            "launched",
-                            format!("launched {} in {zone}: {live} live, {desired} desired", ids.len()),
-                        ),
-                        None => ("launched", format!("launched {} in {zone}", ids.len())),
-                    };
-                    records.push(Record::new(name, kind, ids.join(","), text).with(
-                        json!({ "reconcile": id, "ids": ids, "zone": zone, "replaces": replaces }),
-                    ));
-                }
-                endstate_exec::Event::Terminated { ids, .. } => {
-                    terminated += u32::try_from(ids.len()).unwrap_or(0);
-                    for instance in ids {
-                        let reason = reasons
-                            .get(instance.as_str())
-                            .cloned()
-                            .unwrap_or_else(|| "terminated".into());
-                        records.push(
-                            Record::new(name, "terminated", instance.clone(), reason)
-                                .with(json!({ "reconcile": id })),
-                        );
-                    }
-                }
-                endstate_exec::Event::FallingBack {
-                    from, to, reason, ..
-                } => records.push(
-                    Record::new(
-                        name,
-                        "capacity_fallback",
-                        name,
-                        format!("{from} → {to}: {reason}"),
-                    )
-                    .with(json!({ "reconcile": id })),
-                ),
-                _ => {}
-            }
-        }
-        self.events.record(records).await;
-        (launched, terminated)
-    }
-
     /// Takes a probe round's events in (the runtime feeds the brake) and
     /// reports them.
     async fn handle_health(self: &Arc<Self>, group: &str, events: Vec<endstate_health::Event>) {
@@ -903,10 +908,7 @@ impl Inner {
         if events.is_empty() {
             return;
         }
-        let settle = lock(&self.groups)
-            .get(group)
-            .and_then(|g| g.check.as_ref().map(|c| c.interval()))
-            .unwrap_or(self.options.observe_every);
+        let settle = self.settle(lock(&self.groups).get(group).and_then(|g| g.check.as_ref()));
         let mut records = Vec::new();
         let mut turned_unhealthy = Vec::new();
         for event in events {
@@ -1488,21 +1490,16 @@ impl ControllerApi for Controller {
                 if group.is_some_and(|name| name != g.name) {
                     continue;
                 }
-                let mut planned = g.clone();
-                if let Some(runtime) = runtimes.get(&g.name) {
-                    let settle = g
-                        .health_check
-                        .as_ref()
-                        .map(|c| c.interval())
-                        .unwrap_or_default();
-                    let (v, desired) = runtime.verdicts(g, now, settle);
-                    verdicts.unhealthy.extend(v.unhealthy);
-                    verdicts.retire.extend(v.retire);
-                    planned.capacity.min = planned.capacity.min.min(desired);
-                    planned.capacity.max = planned.capacity.max.max(desired);
-                    planned.capacity.desired = desired;
+                match runtimes.get(&g.name) {
+                    Some(runtime) => {
+                        let settle = self.inner.settle(g.health_check.as_ref());
+                        let (v, desired) = runtime.verdicts(g, now, settle);
+                        verdicts.unhealthy.extend(v.unhealthy);
+                        verdicts.retire.extend(v.retire);
+                        groups.push(with_desired(g, desired));
+                    }
+                    None => groups.push(g.clone()),
                 }
-                groups.push(planned);
             }
         }
         let names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();

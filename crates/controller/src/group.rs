@@ -57,6 +57,17 @@ pub fn spec_capacity(group: &Group) -> Capacity {
     }
 }
 
+/// `group` as the planner should see it: the desired capacity the
+/// controller holds it to, with min and max widened to contain it (a
+/// scale-in blocked by protection plans above the held desired).
+pub fn with_desired(group: &Group, desired: u32) -> Group {
+    let mut planned = group.clone();
+    planned.capacity.min = planned.capacity.min.min(desired);
+    planned.capacity.max = planned.capacity.max.max(desired);
+    planned.capacity.desired = desired;
+    planned
+}
+
 /// Seconds since the Unix epoch of an RFC 3339 time, as EC2 writes launch times.
 pub fn parse_time(rfc3339: &str) -> Option<Duration> {
     let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)

@@ -189,27 +189,12 @@ impl Counters {
                 h.count, h.sum, h.count
             );
         }
-        let by_group = |map: &BTreeMap<(String, &'static str), u64>, label: &str| {
-            map.iter()
-                .map(|((g, x), v)| (format!("group=\"{}\",{label}=\"{x}\"", escape(g)), *v))
-                .collect::<Vec<_>>()
-        };
-        let by_group_text = |map: &BTreeMap<(String, String), u64>, label: &str| {
-            map.iter()
-                .map(|((g, x), v)| {
-                    (
-                        format!("group=\"{}\",{label}=\"{}\"", escape(g), escape(x)),
-                        *v,
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
         family(
             &mut out,
             "endstate_reconciles_total",
             "counter",
             "Reconciles by group and outcome.",
-            by_group(&state.reconciles, "outcome"),
+            per_group(&state.reconciles, "outcome"),
         );
         family(
             &mut out,
@@ -249,21 +234,21 @@ impl Counters {
             "endstate_health_transitions_total",
             "counter",
             "Instances turning healthy or unhealthy.",
-            by_group(&state.health_transitions, "to"),
+            per_group(&state.health_transitions, "to"),
         );
         family(
             &mut out,
             "endstate_instances",
             "gauge",
             "Instances by group and EC2 state.",
-            by_group_text(&gauges.instances, "state"),
+            per_group(&gauges.instances, "state"),
         );
         family(
             &mut out,
             "endstate_instances_health",
             "gauge",
             "Live instances by group and health.",
-            by_group_text(&gauges.health, "health"),
+            per_group(&gauges.health, "health"),
         );
         family(
             &mut out,
@@ -287,6 +272,22 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(Strin
     for (labels, value) in rows {
         let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
+}
+
+/// Rows of a family keyed by (group, another label's value).
+fn per_group<K: AsRef<str>>(map: &BTreeMap<(String, K), u64>, label: &str) -> Vec<(String, u64)> {
+    map.iter()
+        .map(|((group, value), count)| {
+            (
+                format!(
+                    "group=\"{}\",{label}=\"{}\"",
+                    escape(group),
+                    escape(value.as_ref())
+                ),
+                *count,
+            )
+        })
+        .collect()
 }
 
 /// Escapes a label value (backslash, quote, newline).

@@ -16,7 +16,7 @@ pub mod session;
 
 pub use apply::{client_token, ApplyOptions, ApplyReport, Executor, MAX_BATCH};
 pub use governor::{CallStats, Governor, RateLimits, RetryPolicy};
-pub use observe::{describe_all, observe};
+pub use observe::{describe_all, observe, observe_group};
 pub use report::{Collect, Event, Reporter, Silent};
 pub use session::Session;
 

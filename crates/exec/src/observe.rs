@@ -20,12 +20,35 @@ pub async fn describe_all(
 
 /// The project's instances, in every state but terminated.
 pub async fn observe(provider: &dyn Provider, project: &str) -> Result<Observed, ProviderError> {
-    let filters = [
-        Filter::tag(tags::PROJECT, project),
-        Filter::new("instance-state-name", LIVE_STATES),
-    ];
+    let instances = read(provider, vec![Filter::tag(tags::PROJECT, project)]).await?;
+    Ok(Observed { instances })
+}
+
+/// One group's instances of the project, in every state but terminated.
+pub async fn observe_group(
+    provider: &dyn Provider,
+    project: &str,
+    group: &str,
+) -> Result<Vec<Instance>, ProviderError> {
+    read(
+        provider,
+        vec![
+            Filter::tag(tags::PROJECT, project),
+            Filter::tag(tags::GROUP, group),
+        ],
+    )
+    .await
+}
+
+/// Every page for `filters` and the live states, sorted by id, each once
+/// (a page boundary may repeat an instance).
+async fn read(
+    provider: &dyn Provider,
+    mut filters: Vec<Filter>,
+) -> Result<Vec<Instance>, ProviderError> {
+    filters.push(Filter::new("instance-state-name", LIVE_STATES));
     let mut instances = describe_all(provider, &filters).await?;
     instances.sort_by(|a, b| a.id.cmp(&b.id));
     instances.dedup_by(|a, b| a.id == b.id);
-    Ok(Observed { instances })
+    Ok(instances)
 }
