@@ -31,6 +31,14 @@ use serde_json::Value;
 
 const ENDSTATE: &str = env!("CARGO_BIN_EXE_endstate");
 
+/// One test at a time: each runs its own built-in cloud, and clouds on one
+/// host choose instance addresses by what is not listening yet, so two
+/// clouds launching at once can race for one address (see the closing
+/// note of this work); the tests' assertions are about one cloud each.
+/// (An async mutex: it is held across the test's awaits, and works across
+/// the tests' separate runtimes.)
+static ONE_CLOUD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A project directory and a cloud directory, both temporary; the
 /// controller is killed and the cloud stopped with its instances
 /// terminated when the test ends, pass or fail.
@@ -386,6 +394,7 @@ fn of_kind<'e>(events: &'e [EventView], kind: &str) -> Vec<&'e EventView> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_service_is_replaced_and_correlated_failures_pause_replacement() {
+    let _alone = ONE_CLOUD_AT_A_TIME.lock().await;
     let mut project = Project::new();
     // The brake's window is short, so that the first (single) failure has
     // left it when the three fail together.
@@ -594,6 +603,7 @@ async fn a_dead_service_is_replaced_and_correlated_failures_pause_replacement() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_cpu_load_scales_the_group_out_and_back_in_within_min_and_max() {
+    let _alone = ONE_CLOUD_AT_A_TIME.lock().await;
     let mut project = Project::new();
     let scaling = r#"    scaling:
       target_tracking:
@@ -691,6 +701,7 @@ async fn real_cpu_load_scales_the_group_out_and_back_in_within_min_and_max() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_during_a_scale_out_restarts_without_duplicates() {
+    let _alone = ONE_CLOUD_AT_A_TIME.lock().await;
     let mut project = Project::new();
     project.write_spec(&spec("restart", 1, 2, 10, ""));
     let client = project.start(None).await;
@@ -735,6 +746,7 @@ async fn a_controller_killed_during_a_scale_out_restarts_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_hands_the_spec_to_the_controller_and_the_api_wants_a_token() {
+    let _alone = ONE_CLOUD_AT_A_TIME.lock().await;
     let mut project = Project::new();
     project.write_spec(&spec("handover", 1, 1, 4, ""));
     let client = project.start(None).await;
