@@ -107,10 +107,14 @@ async fn a_resent_launch_with_changed_parameters_adopts_what_the_first_call_made
     use std::os::unix::process::ExitStatusExt;
     use std::time::Duration;
 
+    // The first call's instances must still be invisible to describes when
+    // the rerun looks for them by tag, or the rerun finds them there and
+    // never resends: the consistency delay covers the kill and the rerun's
+    // start with room to spare on a loaded machine (1 s did not, once).
     let world = World::with_cloud(
         "mismatch",
         Duration::from_millis(200),
-        Duration::from_secs(1),
+        Duration::from_secs(6),
     )
     .await;
     let mut web = group("web", 0, 2, 4);
