@@ -724,6 +724,7 @@ impl Inner {
             environment: spec.environment.clone(),
             provider: spec.provider.clone(),
             groups: vec![with_desired(&group, desired)],
+            load_balancers: spec.load_balancers.clone(),
             hash: spec.hash.clone(),
         });
         let plan = plan_with(&sub, &Observed { instances }, &verdicts, &self.options.plan);
@@ -1509,6 +1510,7 @@ impl ControllerApi for Controller {
             .filter(|i| group.is_none() || names.contains(i.tag(tags::GROUP).unwrap_or("")))
             .collect();
         let sub = Spec {
+            load_balancers: Vec::new(),
             groups,
             ..(*spec).clone()
         };

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 fn spec(desired: u32) -> Arc<Spec> {
     Arc::new(Spec {
+        load_balancers: Vec::new(),
         project: "unit".into(),
         environment: "default".into(),
         provider: SpecProvider::Aws {
@@ -61,6 +62,8 @@ fn spec(desired: u32) -> Arc<Spec> {
             health_check: None,
             brake: Default::default(),
             scaling: Default::default(),
+            load_balancer: None,
+            rollout: None,
         }],
         hash: "hash".into(),
     })

@@ -81,6 +81,7 @@ mod diagnostic;
 pub mod health;
 mod interpolate;
 mod load;
+pub mod rollout;
 mod schema;
 mod starter;
 mod types;
@@ -91,6 +92,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 /// The auto-scaling crate whose policy types [`Scaling`] holds.
 pub use endstate_scaling as scaling;
 pub use load::{load, load_str, MAX_CAPACITY, MAX_USER_TAGS};
+pub use rollout::{Amount, GroupLoadBalancer, LoadBalancerSpec, Rollout, Strategy};
 pub use schema::json_schema;
 pub use starter::starter_spec;
 pub use types::*;

@@ -855,6 +855,7 @@ impl Loader<'_> {
             }
         };
         let mut spec = Spec {
+            load_balancers: Vec::new(),
             project: project?,
             environment: environment.unwrap_or("default").to_string(),
             provider: provider?,
@@ -1305,6 +1306,8 @@ impl Loader<'_> {
             health_check: health_check?,
             brake: brake?,
             scaling: scaling?,
+            load_balancer: None,
+            rollout: None,
         })
     }
 

@@ -10,6 +10,7 @@ use endstate_scaling::target::TargetTrackingConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::health::{BrakeConfig, HealthCheck};
+use crate::rollout::{GroupLoadBalancer, LoadBalancerSpec, Rollout};
 
 /// Tag keys endstate puts on everything it creates. Observed state is read
 /// by these tags, never one call per resource.
@@ -25,6 +26,11 @@ pub mod tags {
     /// [`Group::launch_hash`](crate::Group::launch_hash) of the launch
     /// settings; a change means replacement.
     pub const LAUNCH_HASH: &str = "endstate:launch";
+    /// [`Group::generation`](crate::Group::generation): the version of the
+    /// group an instance belongs to (image, instance types, launch
+    /// settings). Rollouts tell old from new by it, and the load balancer
+    /// names it in `x-endstate-generation`.
+    pub const GENERATION: &str = "endstate:generation";
 }
 
 /// A validated spec for one environment.
@@ -35,6 +41,8 @@ pub struct Spec {
     pub environment: String,
     pub provider: Provider,
     pub groups: Vec<Group>,
+    /// The load balancers groups name (`load_balancers:`), by name order.
+    pub load_balancers: Vec<LoadBalancerSpec>,
     /// A hash over the resolved spec (secrets as references, not values).
     pub hash: String,
 }
@@ -203,6 +211,13 @@ pub struct Group {
     pub brake: BrakeConfig,
     /// The auto-scaling policies `endstate serve` applies.
     pub scaling: Scaling,
+    /// The load balancer the group's instances serve behind, and their port.
+    pub load_balancer: Option<GroupLoadBalancer>,
+    /// How `endstate serve` moves the group to a new generation; `None`
+    /// without a load balancer (the planner's replacement within the
+    /// disruption budget), [`Rollout::default_rolling`] when the spec has a
+    /// load balancer but no `rollout:`.
+    pub rollout: Option<Rollout>,
 }
 
 /// A group's auto-scaling policies, in the types of `endstate-scaling`
@@ -242,5 +257,19 @@ impl Group {
         });
         let digest = Sha256::digest(launch.to_string().as_bytes());
         hex::encode(&digest[..8])
+    }
+
+    /// The group's version: a hash of the image, the instance types and
+    /// [`Group::launch_hash`] — everything whose change needs new
+    /// instances. Instances carry it in [`tags::GENERATION`].
+    pub fn generation(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let generation = serde_json::json!({
+            "image_id": self.image_id,
+            "instance_types": self.instance_types,
+            "launch_hash": self.launch_hash(),
+        });
+        let digest = Sha256::digest(generation.to_string().as_bytes());
+        hex::encode(&digest[..4])
     }
 }

@@ -42,6 +42,7 @@ pub fn desired_tags(spec: &Spec, group: &Group) -> BTreeMap<String, String> {
     desired.insert(tags::GROUP.into(), group.name.clone());
     desired.insert(tags::ENVIRONMENT.into(), spec.environment.clone());
     desired.insert(tags::LAUNCH_HASH.into(), group.launch_hash());
+    desired.insert(tags::GENERATION.into(), group.generation());
     let keys: Vec<&str> = group.tags.keys().map(String::as_str).collect();
     desired.insert(MANAGED_TAG_KEYS.into(), keys.join(","));
     desired
@@ -603,6 +604,7 @@ mod tests {
 
     fn spec(groups: Vec<Group>) -> Spec {
         Spec {
+            load_balancers: Vec::new(),
             project: "shop".into(),
             environment: "default".into(),
             provider: Provider::Aws {
@@ -642,6 +644,8 @@ mod tests {
             health_check: None,
             brake: Default::default(),
             scaling: Default::default(),
+            load_balancer: None,
+            rollout: None,
         }
     }
 

@@ -70,6 +70,8 @@ fn group(rng: &mut Rng, name: &str) -> Group {
         health_check: None,
         brake: Default::default(),
         scaling: Default::default(),
+        load_balancer: None,
+        rollout: None,
     }
 }
 
@@ -101,6 +103,7 @@ fn world(seed: u64) -> (Spec, Observed) {
         .map(|g| group(&mut rng, &format!("g{g}")))
         .collect();
     let spec = Spec {
+        load_balancers: Vec::new(),
         project: "prop".into(),
         environment: "default".into(),
         provider: Provider::Aws {

@@ -15,6 +15,7 @@ use endstate_model::{MetadataOptions, RootVolume};
 pub use endstate_plan::observed::{Instance, InstanceState};
 
 pub mod ec2;
+pub mod elbv2;
 pub mod fake;
 
 /// One RunInstances call: `count` instances of one type in one zone, tagged
@@ -145,6 +146,9 @@ pub enum Operation {
     GetConsoleOutput,
     /// endstate's extension action (not EC2's); a non-mutating describe.
     DescribeInstanceUtilization,
+    /// An Elastic Load Balancing v2 action, by name (its own API, with its
+    /// own limits; see [`elbv2`]).
+    Elbv2(&'static str),
 }
 
 impl Operation {
@@ -161,6 +165,7 @@ impl Operation {
             Operation::DescribeInstanceStatus => "DescribeInstanceStatus",
             Operation::GetConsoleOutput => "GetConsoleOutput",
             Operation::DescribeInstanceUtilization => "DescribeInstanceUtilization",
+            Operation::Elbv2(action) => action,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! tested against a third party (moto for the client, the aws CLI for the
 //! server). No HTTP, no signing, no async here.
 
+pub mod elbv2;
 pub mod error;
 pub mod form;
 pub mod limits;

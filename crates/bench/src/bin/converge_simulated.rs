@@ -24,6 +24,7 @@ use endstate_state::{RunKind, RunOutcome, SqliteStore, Store};
 
 fn spec(n: u32, image: &str) -> Arc<Spec> {
     Arc::new(Spec {
+        load_balancers: Vec::new(),
         project: "converge".into(),
         environment: "default".into(),
         provider: Provider::Aws {
@@ -58,6 +59,8 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
             health_check: None,
             brake: Default::default(),
             scaling: Default::default(),
+            load_balancer: None,
+            rollout: None,
         }],
         hash: "bench".into(),
     })

@@ -15,6 +15,7 @@ const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
 fn spec(groups: usize, per_group: u32) -> Spec {
     Spec {
+        load_balancers: Vec::new(),
         project: "bench".into(),
         environment: "default".into(),
         provider: Provider::Aws {
@@ -50,6 +51,8 @@ fn spec(groups: usize, per_group: u32) -> Spec {
                 health_check: None,
                 brake: Default::default(),
                 scaling: Default::default(),
+                load_balancer: None,
+                rollout: None,
             })
             .collect(),
         hash: "bench".into(),

@@ -77,8 +77,11 @@ fn spec(groups: u32, size: u32, image: &str) -> Spec {
         health_check: None,
         brake: Default::default(),
         scaling: Default::default(),
+        load_balancer: None,
+        rollout: None,
     };
     Spec {
+        load_balancers: Vec::new(),
         project: "serve-bench".into(),
         environment: "default".into(),
         provider: Provider::Aws {

@@ -43,6 +43,8 @@ fn group(min: u32, desired: u32, max: u32) -> Group {
         }),
         brake: Default::default(),
         scaling: Default::default(),
+        load_balancer: None,
+        rollout: None,
     }
 }
 
