@@ -24,6 +24,10 @@
 //!   web_count: 3
 //! secrets:                           # name -> env:NAME | file:PATH (relative to the spec)
 //!   db_password: env:DB_PASSWORD
+//! load_balancers:                    # name (ELBv2's: 1-32 of A-Za-z0-9-, no - at either end) -> LB
+//!   web-lb:
+//!     port: 8080                     # the listener's port, required; one per load balancer
+//!     deregistration_delay: 30       # seconds, 0..=3600 (default 300)
 //! groups:                            # name ([a-z0-9-]{1,40}) -> group
 //!   web:
 //!     image: ${var.ami}              # ami- and 8 or 17 hex digits
@@ -62,6 +66,17 @@
 //!           steps: [{ lower: 0, upper: 50, adjustment: 1 }, { lower: 50, adjustment: 3 }]
 //!       scheduled:                   # names unique; sets at least one of min, max, desired
 //!         - { name: evening, cron: 0 19 * * 1-5, time_zone: Europe/Berlin, min: 0, desired: 0 }
+//!     load_balancer: { name: web-lb, port: 8000 }   # one group per LB; port: the instances' traffic port
+//!     rollout:                       # needs load_balancer; default rolling with 25% / 25%
+//!       strategy: blue_green         # or rolling, required
+//!       canary: [10, 50]             # blue_green: % of requests to the new generation, increasing, 1..=99
+//!       canary_pause: 30             # blue_green: seconds each step is held (default 30)
+//!       keep_old_for: 300            # blue_green: seconds the old generation is kept (default 300)
+//!       # rolling: max_surge, max_unavailable (2 or "25%", default 25%; not both 0), pause (seconds, 0)
+//!       healthy_timeout: 300         # seconds, at least 1 (default 300)
+//!       watch: 60                    # seconds (default 60)
+//!       auto_rollback: true          # default true
+//!       max_error_rate: 5%           # 5% or 0.05; above 0, at most 1 (default 5%)
 //! environments:                      # picked with -e; deep-merged over the above
 //!   prod:
 //!     variables: { web_count: 10 }
@@ -69,6 +84,10 @@
 //!       web:
 //!         capacity: { desired: '${var.web_count}', max: 20 }
 //! ```
+//!
+//! A group behind a load balancer without a `health_check` is probed by
+//! its target group with HTTP GET / on its traffic port. An overlay that
+//! sets `rollout.strategy` drops the base's keys of the other strategy.
 //!
 //! Inside `{ }` and `[ ]` YAML needs quotes around `${...}`; a quoted scalar
 //! that is exactly `${var.X}` still takes the variable's type. `$${` is a

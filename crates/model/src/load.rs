@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoadError, LoaderOptions, Node};
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::cloud_config::{self, Value};
 use crate::health::{BrakeConfig, ConfigError, ExpectedStatus, HealthCheck, ProbeTarget};
 use crate::interpolate::{self, Piece};
+use crate::rollout::{self, Amount, GroupLoadBalancer, LoadBalancerSpec, Rollout, Strategy};
 use crate::user_data::{self, oversize_message, USER_DATA_LIMIT};
 use crate::{
     Capacity, Diagnostic, Diagnostics, DisruptionBudget, Group, MetadataOptions, Provider,
@@ -69,6 +71,8 @@ pub fn load_str(
         secrets: BTreeMap::new(),
         bad_secrets: Vec::new(),
         region: None,
+        load_balancer_names: Vec::new(),
+        load_balancer_users: BTreeMap::new(),
     };
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
@@ -236,10 +240,17 @@ const TOP_FIELDS: &[&str] = &[
     "provider",
     "variables",
     "secrets",
+    "load_balancers",
     "groups",
     "environments",
 ];
-const OVERLAY_FIELDS: &[&str] = &["provider", "variables", "secrets", "groups"];
+const OVERLAY_FIELDS: &[&str] = &[
+    "provider",
+    "variables",
+    "secrets",
+    "load_balancers",
+    "groups",
+];
 const AWS_FIELDS: &[&str] = &["region", "endpoint", "profile"];
 const LOCAL_FIELDS: &[&str] = &["region", "dir"];
 const GROUP_FIELDS: &[&str] = &[
@@ -259,6 +270,8 @@ const GROUP_FIELDS: &[&str] = &[
     "health_check",
     "replacement_brake",
     "scaling",
+    "load_balancer",
+    "rollout",
 ];
 const CAPACITY_FIELDS: &[&str] = &["min", "desired", "max"];
 const ROOT_VOLUME_FIELDS: &[&str] = &["size_gib", "type"];
@@ -277,6 +290,33 @@ const HEALTH_CHECK_FIELDS: &[&str] = &[
 const HTTP_FIELDS: &[&str] = &["port", "path", "expected"];
 const TCP_FIELDS: &[&str] = &["port"];
 const BRAKE_FIELDS: &[&str] = &["max_unhealthy_share", "min_unhealthy", "window"];
+const LOAD_BALANCER_FIELDS: &[&str] = &["port", "deregistration_delay"];
+const GROUP_LOAD_BALANCER_FIELDS: &[&str] = &["name", "port"];
+const ROLLOUT_FIELDS: &[&str] = &[
+    "strategy",
+    "max_surge",
+    "max_unavailable",
+    "pause",
+    "canary",
+    "canary_pause",
+    "keep_old_for",
+    "healthy_timeout",
+    "watch",
+    "auto_rollback",
+    "max_error_rate",
+];
+/// The `rollout:` keys that belong to one strategy only.
+const ROLLING_ONLY: &[&str] = &["max_surge", "max_unavailable", "pause"];
+const BLUE_GREEN_ONLY: &[&str] = &["canary", "canary_pause", "keep_old_for"];
+/// The `rollout:` keys of both strategies.
+const ROLLOUT_COMMON: &[&str] = &[
+    "healthy_timeout",
+    "watch",
+    "auto_rollback",
+    "max_error_rate",
+];
+/// ELB's longest deregistration delay (`deregistration_delay.timeout_seconds`).
+const MAX_DEREGISTRATION_DELAY: i64 = 3_600;
 const SCALING_FIELDS: &[&str] = &["target_tracking", "step", "scheduled"];
 const TARGET_FIELDS: &[&str] = &[
     "metric",
@@ -336,6 +376,19 @@ fn merge(base: &mut Node, overlay: &Node, path: &mut Vec<String>) {
                 }
                 _ => &[],
             };
+            if matches!(path.as_slice(), [groups, _, rollout] if groups == "groups" && rollout == "rollout")
+            {
+                // An overlay that switches the strategy drops the base's keys
+                // of the other one, as setting `tcp` drops `http`.
+                let foreign = match overlay.get_scalar("strategy").map(MarkedScalarNode::as_str) {
+                    Some("rolling") => BLUE_GREEN_ONLY,
+                    Some("blue_green") => ROLLING_ONLY,
+                    _ => &[],
+                };
+                for key in foreign {
+                    base.remove(*key);
+                }
+            }
             for (key, value) in overlay.iter() {
                 if exclusive.contains(&key.as_str()) {
                     for other in exclusive.iter().filter(|o| **o != key.as_str()) {
@@ -393,6 +446,11 @@ struct Loader<'s> {
     /// Declared secrets whose declaration was invalid (already reported).
     bad_secrets: Vec<String>,
     region: Option<String>,
+    /// Every name under `load_balancers:`, valid or not (a bad one is
+    /// reported there, not again where a group names it).
+    load_balancer_names: Vec<String>,
+    /// Which group took each load balancer, and where it named it.
+    load_balancer_users: BTreeMap<String, (String, Pos)>,
 }
 
 impl Loader<'_> {
@@ -847,6 +905,11 @@ impl Loader<'_> {
         if let Some((key, node)) = top.get("secrets") {
             self.secrets(node, key);
         }
+        // Before the groups, which name them.
+        let load_balancers = match top.get("load_balancers") {
+            Some((key, node)) => self.load_balancers(node, key),
+            None => Some(Vec::new()),
+        };
         let groups = match top.get("groups") {
             Some((key, node)) => self.groups(node, key),
             None => {
@@ -855,7 +918,7 @@ impl Loader<'_> {
             }
         };
         let mut spec = Spec {
-            load_balancers: Vec::new(),
+            load_balancers: load_balancers?,
             project: project?,
             environment: environment.unwrap_or("default").to_string(),
             provider: provider?,
@@ -1287,6 +1350,28 @@ impl Loader<'_> {
             Some((k, n)) => self.scaling(n, k, capacity.as_ref().map(|c| c.max)),
             None => Some(Scaling::default()),
         };
+        let load_balancer = match f.get("load_balancer") {
+            Some((k, n)) => self.group_load_balancer(n, k, &name).map(Some),
+            None => Some(None),
+        };
+        let desired = capacity.as_ref().map(|c| c.desired);
+        let rollout = match (f.get("rollout"), &load_balancer) {
+            (Some((k, n)), Some(Some(_))) => self.rollout(n, k, desired).map(Some),
+            (Some((k, n)), Some(None)) => {
+                self.error_expected(
+                    k,
+                    format!("rollout: group `{name}` has no load_balancer"),
+                    Some("a load_balancer: { name: LB, port: PORT } beside the rollout"),
+                );
+                // Its own errors are worth reporting too.
+                self.rollout(n, k, desired);
+                None
+            }
+            // The load balancer's error is reported; the rollout's may be.
+            (Some((k, n)), None) => self.rollout(n, k, desired).and(None),
+            (None, Some(Some(_))) => Some(Some(Rollout::default_rolling())),
+            (None, _) => Some(None),
+        };
 
         ok.then_some(())?;
         Some(Group {
@@ -1306,8 +1391,8 @@ impl Loader<'_> {
             health_check: health_check?,
             brake: brake?,
             scaling: scaling?,
-            load_balancer: None,
-            rollout: None,
+            load_balancer: load_balancer?,
+            rollout: rollout?,
         })
     }
 
@@ -2300,6 +2385,353 @@ impl Loader<'_> {
         ok.then_some((name_at, config))
     }
 
+    // ----- rollouts: load balancers and strategies -------------------------
+
+    /// `load_balancers:`, sorted by name.
+    fn load_balancers(&mut self, node: &Node, key: Pos) -> Option<Vec<LoadBalancerSpec>> {
+        let Node::Mapping(map) = node else {
+            self.error(
+                value_pos(node, key),
+                format!(
+                    "load_balancers: expected a mapping, found {}",
+                    node_kind(node)
+                ),
+            );
+            return None;
+        };
+        self.load_balancer_names = map.keys().map(|k| k.as_str().to_string()).collect();
+        let mut out = Vec::new();
+        let mut ok = true;
+        let mut ports: BTreeMap<u16, (String, Pos)> = BTreeMap::new();
+        for (name_node, value) in map.iter() {
+            let at = scalar_pos(name_node);
+            let name = name_node.as_str().to_string();
+            if !is_load_balancer_name(&name) {
+                self.error_expected(
+                    at,
+                    format!("invalid load balancer name `{name}`"),
+                    Some(LOAD_BALANCER_NAME_RULE),
+                );
+                ok = false;
+            }
+            let path = format!("load_balancers.{name}");
+            let Some(f) = self.fields(value, at, &path, LOAD_BALANCER_FIELDS) else {
+                ok = false;
+                continue;
+            };
+            let port = self
+                .required(&f, at, &path, "port")
+                .and_then(|(k, n)| self.bounded(n, k, &join(&path, "port"), 1, 65_535))
+                .and_then(|(pos, p)| u16::try_from(p).ok().map(|p| (pos, p)));
+            let delay = match f.get("deregistration_delay") {
+                Some((k, n)) => self
+                    .bounded(
+                        n,
+                        k,
+                        &join(&path, "deregistration_delay"),
+                        0,
+                        MAX_DEREGISTRATION_DELAY,
+                    )
+                    .map(|(_, v)| u64::from(v)),
+                None => Some(300),
+            };
+            let Some((port_at, port)) = port else {
+                ok = false;
+                continue;
+            };
+            if let Some((first, first_at)) = ports.get(&port) {
+                self.error_expected(
+                    port_at,
+                    format!(
+                        "{path}.port ({port}) is already the port of load balancer `{first}` (line {})",
+                        first_at.line
+                    ),
+                    Some("a listener port of its own for each load balancer"),
+                );
+                ok = false;
+            } else {
+                ports.insert(port, (name.clone(), port_at));
+            }
+            let Some(delay) = delay else {
+                ok = false;
+                continue;
+            };
+            out.push(LoadBalancerSpec {
+                name,
+                port,
+                deregistration_delay: Duration::from_secs(delay),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        ok.then_some(out)
+    }
+
+    /// A group's `load_balancer:`: a name under `load_balancers:` that no
+    /// other group has taken (a listener forwards to one group's target
+    /// groups, which a rollout switches), and the instances' traffic port.
+    fn group_load_balancer(
+        &mut self,
+        node: &Node,
+        key: Pos,
+        group: &str,
+    ) -> Option<GroupLoadBalancer> {
+        const PATH: &str = "load_balancer";
+        let f = self.fields(node, key, PATH, GROUP_LOAD_BALANCER_FIELDS)?;
+        let name = self
+            .required(&f, key, PATH, "name")
+            .and_then(|(k, n)| self.string(n, k, "load_balancer.name"));
+        let port = self
+            .required(&f, key, PATH, "port")
+            .and_then(|(k, n)| self.port(n, k, "load_balancer.port"));
+        let (name_at, name) = name?;
+        if !self.load_balancer_names.contains(&name) {
+            let expected = self.known("load_balancers", self.load_balancer_names.iter());
+            self.error_expected(
+                name_at,
+                format!("load_balancer.name: unknown load balancer `{name}`"),
+                Some(expected),
+            );
+            return None;
+        }
+        if let Some((other, other_at)) = self.load_balancer_users.get(&name).cloned() {
+            self.error_expected(
+                name_at,
+                format!(
+                    "load_balancer.name: load balancer `{name}` is already used by group `{other}` (line {})",
+                    other_at.line
+                ),
+                Some("one group per load balancer: its listener forwards to that group's generations"),
+            );
+            return None;
+        }
+        self.load_balancer_users
+            .insert(name.clone(), (group.to_string(), name_at));
+        Some(GroupLoadBalancer { name, port: port? })
+    }
+
+    /// A group's `rollout:`; `desired` is its `capacity.desired` when that
+    /// parsed, to check that a rolling update can move at all.
+    fn rollout(&mut self, node: &Node, key: Pos, desired: Option<u32>) -> Option<Rollout> {
+        const PATH: &str = "rollout";
+        let f = self.fields(node, key, PATH, ROLLOUT_FIELDS)?;
+        let mut ok = true;
+        let rolling = self
+            .required(&f, key, PATH, "strategy")
+            .and_then(|(k, n)| self.string(n, k, "rollout.strategy"))
+            .and_then(|(at, s)| match s.as_str() {
+                "rolling" => Some(true),
+                "blue_green" => Some(false),
+                _ => {
+                    self.error_expected(
+                        at,
+                        format!("rollout.strategy: unknown strategy `{s}`"),
+                        Some("rolling or blue_green"),
+                    );
+                    None
+                }
+            });
+        if let Some(rolling) = rolling {
+            let (this, other, foreign, own) = if rolling {
+                ("rolling", "blue_green", BLUE_GREEN_ONLY, ROLLING_ONLY)
+            } else {
+                ("blue_green", "rolling", ROLLING_ONLY, BLUE_GREEN_ONLY)
+            };
+            for field in foreign {
+                if let Some((k, _)) = f.get(field) {
+                    let keys: Vec<&str> = own.iter().chain(ROLLOUT_COMMON).copied().collect();
+                    self.error_expected(
+                        k,
+                        format!("rollout.{field} is a setting of strategy {other}, and this rollout is {this}"),
+                        Some(format!("for {this}: {}", keys.join(", "))),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let defaults = Rollout::default_rolling();
+        let max_surge = match f.get("max_surge") {
+            Some((k, n)) => self
+                .amount(n, k, "rollout.max_surge")
+                .map(|(at, a)| (Some(at), a)),
+            None => Some((None, rollout::DEFAULT_MAX_SURGE)),
+        };
+        let max_unavailable = match f.get("max_unavailable") {
+            Some((k, n)) => self
+                .amount(n, k, "rollout.max_unavailable")
+                .map(|(at, a)| (Some(at), a)),
+            None => Some((None, rollout::DEFAULT_MAX_UNAVAILABLE)),
+        };
+        let pause = self.seconds_or(&f, PATH, "pause", 0);
+        let canary = match f.get("canary") {
+            Some((k, n)) => self.canary(n, k),
+            None => Some(Vec::new()),
+        };
+        let canary_pause = self.seconds_or(
+            &f,
+            PATH,
+            "canary_pause",
+            rollout::DEFAULT_CANARY_PAUSE.as_secs(),
+        );
+        let keep_old_for = self.seconds_or(
+            &f,
+            PATH,
+            "keep_old_for",
+            rollout::DEFAULT_KEEP_OLD_FOR.as_secs(),
+        );
+        let healthy_timeout = match f.get("healthy_timeout") {
+            Some((k, n)) => self
+                .seconds(n, k, "rollout.healthy_timeout")
+                .and_then(|(at, v)| {
+                    if v == 0 {
+                        self.error(at, "rollout.healthy_timeout must be at least 1");
+                        None
+                    } else {
+                        Some(v)
+                    }
+                }),
+            None => Some(defaults.healthy_timeout.as_secs()),
+        };
+        let watch = self.seconds_or(&f, PATH, "watch", defaults.watch.as_secs());
+        let auto_rollback = match f.get("auto_rollback") {
+            Some((k, n)) => self.boolean(n, k, "rollout.auto_rollback"),
+            None => Some(defaults.auto_rollback),
+        };
+        let max_error_rate = match f.get("max_error_rate") {
+            Some((k, n)) => self.share(n, k, "rollout.max_error_rate").and_then(|rate| {
+                if rate > 0.0 {
+                    Some(rate)
+                } else {
+                    self.error_expected(
+                        value_pos(n, k),
+                        "rollout.max_error_rate must be greater than 0",
+                        Some("a percentage like 5% or a fraction like 0.05"),
+                    );
+                    None
+                }
+            }),
+            None => Some(defaults.max_error_rate),
+        };
+        let strategy = if rolling? {
+            let ((surge_at, max_surge), (unavailable_at, max_unavailable)) =
+                (max_surge?, max_unavailable?);
+            // Scaling may move desired later; a group at 0 still gets the
+            // check at 1, where literal zeros already fail.
+            if let Some(desired) = desired.map(|d| d.max(1)) {
+                if max_surge.round_up(desired) == 0 && max_unavailable.round_down(desired) == 0 {
+                    self.error_expected(
+                        unavailable_at.or(surge_at).unwrap_or(key),
+                        format!(
+                            "rollout.max_surge and rollout.max_unavailable both come to 0 instances at a desired capacity of {desired}: no instance could be replaced"
+                        ),
+                        Some("max_surge or max_unavailable of at least one instance, like max_surge: 1"),
+                    );
+                    ok = false;
+                }
+            }
+            Strategy::Rolling {
+                max_surge,
+                max_unavailable,
+                pause: Duration::from_secs(pause?),
+            }
+        } else {
+            Strategy::BlueGreen {
+                canary: canary?,
+                canary_pause: Duration::from_secs(canary_pause?),
+                keep_old_for: Duration::from_secs(keep_old_for?),
+            }
+        };
+        let rollout = Rollout {
+            strategy,
+            healthy_timeout: Duration::from_secs(healthy_timeout?),
+            watch: Duration::from_secs(watch?),
+            auto_rollback: auto_rollback?,
+            max_error_rate: max_error_rate?,
+        };
+        ok.then_some(rollout)
+    }
+
+    /// A number of instances (`2`) or a whole percentage of desired
+    /// capacity (`"25%"`).
+    fn amount(&mut self, node: &Node, key: Pos, path: &str) -> Option<(Pos, Amount)> {
+        const EXPECTED: &str =
+            "a number of instances like 2, or a whole percentage of desired capacity like 25%";
+        let (at, v) = self.scalar(node, key, path, "a count or a percentage")?;
+        let max = i64::from(MAX_CAPACITY);
+        match &v {
+            Scalar::Int(i) if (0..=max).contains(i) => {
+                u32::try_from(*i).ok().map(|n| (at, Amount::Count(n)))
+            }
+            Scalar::Int(i) => {
+                self.error(
+                    at,
+                    format!(
+                        "{path} ({i}) is out of range 0..={}",
+                        user_data::thousands(MAX_CAPACITY as usize)
+                    ),
+                );
+                None
+            }
+            Scalar::Str(s) => match s
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                Some(p) if p <= 100 => Some((at, Amount::Percent(p))),
+                Some(p) => {
+                    self.error(at, format!("{path} ({p}%) is over 100%"));
+                    None
+                }
+                None => {
+                    self.error_expected(
+                        at,
+                        format!("{path} (`{s}`) is not a count or a percentage"),
+                        Some(EXPECTED),
+                    );
+                    None
+                }
+            },
+            other => {
+                self.error_expected(
+                    at,
+                    format!(
+                        "{path}: expected a count or a percentage, found {}",
+                        other.kind()
+                    ),
+                    Some(EXPECTED),
+                );
+                None
+            }
+        }
+    }
+
+    /// `canary:`: percentages of requests for the new generation, each
+    /// 1..=99 and greater than the one before.
+    fn canary(&mut self, node: &Node, key: Pos) -> Option<Vec<u32>> {
+        let items = self.list(node, key, "rollout.canary")?;
+        let mut steps: Vec<u32> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("rollout.canary[{i}]");
+            let Some((at, step)) = self.bounded(item, value_pos(node, key), &path, 1, 99) else {
+                ok = false;
+                continue;
+            };
+            if let Some(&previous) = steps.last() {
+                if step <= previous {
+                    self.error_expected(
+                        at,
+                        format!(
+                            "{path} ({step}) is not greater than the step before it ({previous})"
+                        ),
+                        Some("percentages in increasing order, like [10, 50]"),
+                    );
+                    ok = false;
+                }
+            }
+            steps.push(step);
+        }
+        ok.then_some(steps)
+    }
+
     fn user_data(&mut self, node: &Node, key: Pos) -> Option<UserData> {
         let f = self.fields(node, key, "user_data", USER_DATA_FIELDS)?;
         let set: Vec<(&str, Pos, &Node)> = USER_DATA_FIELDS
@@ -2492,8 +2924,22 @@ fn spec_hash(spec: &Spec) -> String {
         "environment": spec.environment,
         "provider": spec.provider,
         "groups": spec.groups,
+        "load_balancers": spec.load_balancers,
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+const LOAD_BALANCER_NAME_RULE: &str =
+    "1 to 32 characters of A-Z, a-z, 0-9 and -, not starting or ending with - nor starting with internal-";
+
+/// ELBv2's load balancer names: 1..=32 of `[A-Za-z0-9-]`, no leading or
+/// trailing `-`, and not `internal-…` (ELB keeps that prefix for itself).
+fn is_load_balancer_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.starts_with("internal-")
 }
 
 const NAME_RULE: &str = "1 to 40 characters of a-z, 0-9 and -";

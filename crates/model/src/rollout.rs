@@ -23,6 +23,9 @@ pub struct LoadBalancerSpec {
 }
 
 /// A group's place behind a load balancer (`load_balancer:` in a group).
+/// One group per load balancer: the listener forwards to that group's
+/// generations. Without a `health_check` of its own, the group's target
+/// groups probe HTTP GET / on `port`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupLoadBalancer {
     /// A name under `load_balancers:`.
@@ -108,6 +111,16 @@ pub struct Rollout {
     pub max_error_rate: f64,
 }
 
+/// A rolling update's surge when the spec sets none (Kubernetes' default).
+pub const DEFAULT_MAX_SURGE: Amount = Amount::Percent(25);
+/// A rolling update's unavailability when the spec sets none (Kubernetes'
+/// default).
+pub const DEFAULT_MAX_UNAVAILABLE: Amount = Amount::Percent(25);
+/// How long each blue-green canary step is held when the spec says nothing.
+pub const DEFAULT_CANARY_PAUSE: Duration = Duration::from_secs(30);
+/// How long blue-green keeps the old generation after the switch by default.
+pub const DEFAULT_KEEP_OLD_FOR: Duration = Duration::from_secs(300);
+
 impl Rollout {
     /// Rolling with Kubernetes' defaults (25% surge, 25% unavailable, no
     /// pause): what a group behind a load balancer gets without a
@@ -115,8 +128,8 @@ impl Rollout {
     pub fn default_rolling() -> Self {
         Self {
             strategy: Strategy::Rolling {
-                max_surge: Amount::Percent(25),
-                max_unavailable: Amount::Percent(25),
+                max_surge: DEFAULT_MAX_SURGE,
+                max_unavailable: DEFAULT_MAX_UNAVAILABLE,
                 pause: Duration::ZERO,
             },
             healthy_timeout: Duration::from_secs(300),

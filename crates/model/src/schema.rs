@@ -79,7 +79,7 @@ pub fn json_schema() -> Value {
                 "type": "object",
                 "additionalProperties": false,
                 "required": ["port"],
-                "properties": { "port": port }
+                "properties": { "port": port.clone() }
             },
             "interval": { "description": "Seconds; default 30.", "allOf": [seconds.clone()] },
             "timeout": { "description": "Seconds, less than interval; default 5.", "allOf": [seconds.clone()] },
@@ -166,6 +166,94 @@ pub fn json_schema() -> Value {
             "step": { "type": "array", "items": step },
             "scheduled": { "type": "array", "items": scheduled }
         }
+    });
+
+    let amount = json!({
+        "description": "A number of instances, or a whole percentage of desired capacity like \"25%\".",
+        "anyOf": [
+            { "type": "integer", "minimum": 0, "maximum": 10_000 },
+            { "type": "string", "pattern": "^(100|[1-9]?[0-9])%$" },
+            var_ref.clone()
+        ],
+        "default": "25%"
+    });
+    let load_balancer_spec = json!({
+        "description": "An HTTP load balancer: a listener on port, with a target group per generation of the group that names it.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["port"],
+        "properties": {
+            "port": { "description": "The listener's port; one per load balancer.", "allOf": [port.clone()] },
+            "deregistration_delay": {
+                "description": "Seconds a deregistered target may finish requests in flight; default 300.",
+                "allOf": [int(0, 3_600)]
+            }
+        }
+    });
+    let load_balancers = json!({
+        "description": "name -> load balancer.",
+        "type": "object",
+        "propertyNames": {
+            "maxLength": 32,
+            "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$",
+            "not": { "pattern": "^internal-" }
+        },
+        "additionalProperties": load_balancer_spec
+    });
+    let group_load_balancer = json!({
+        "description": "The load balancer (under load_balancers) the group serves behind, one group per load balancer. Without a health_check, its target groups probe HTTP GET / on port.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "port"],
+        "properties": {
+            "name": { "type": "string" },
+            "port": { "description": "The port the instances serve traffic on.", "allOf": [port.clone()] }
+        }
+    });
+    let rollout_common = json!({
+        "healthy_timeout": { "description": "Seconds the new instances may take to be healthy; default 300.", "allOf": [int(1, u64::from(u32::MAX))] },
+        "watch": { "description": "Seconds health and the error rate are watched after the switch or the last batch; default 60.", "allOf": [seconds.clone()] },
+        "auto_rollback": { "anyOf": [{ "type": "boolean" }, var_ref.clone()], "default": true },
+        "max_error_rate": {
+            "description": "Share of 5xx answers above which the new generation fails; greater than 0; default 5%.",
+            "allOf": [share.clone()],
+            "default": "5%"
+        }
+    });
+    // One branch per strategy, each closed over its own keys and the
+    // shared ones, so that a key of the other strategy is an error.
+    let strategy = |name: &str, own: Value| {
+        let mut properties = rollout_common.clone();
+        if let (Some(all), Value::Object(own)) = (properties.as_object_mut(), own) {
+            all.extend(own);
+        }
+        properties["strategy"] = json!({ "const": name });
+        json!({ "required": ["strategy"], "additionalProperties": false, "properties": properties })
+    };
+    let rolling = strategy(
+        "rolling",
+        json!({
+            "max_surge": { "description": "Instances above desired during the update; default 25%.", "allOf": [amount.clone()] },
+            "max_unavailable": { "description": "Instances below desired during the update; default 25%.", "allOf": [amount] },
+            "pause": { "description": "Seconds between batches; default 0.", "allOf": [seconds.clone()] }
+        }),
+    );
+    let blue_green = strategy(
+        "blue_green",
+        json!({
+            "canary": {
+                "description": "Percent of requests to the new generation, each step held canary_pause; increasing; default [].",
+                "type": "array",
+                "items": int(1, 99)
+            },
+            "canary_pause": { "description": "Seconds; default 30.", "allOf": [seconds.clone()] },
+            "keep_old_for": { "description": "Seconds the old generation is kept after the switch; default 300.", "allOf": [seconds.clone()] }
+        }),
+    );
+    let rollout = json!({
+        "description": "How endstate serve moves the group to a new generation; needs load_balancer. Default: rolling, 25% surge, 25% unavailable.",
+        "type": "object",
+        "oneOf": [rolling, blue_green]
     });
 
     let group = json!({
@@ -269,7 +357,9 @@ pub fn json_schema() -> Value {
             },
             "health_check": health_check,
             "replacement_brake": replacement_brake,
-            "scaling": scaling
+            "scaling": scaling,
+            "load_balancer": group_load_balancer,
+            "rollout": rollout
         }
     });
 
@@ -324,6 +414,7 @@ pub fn json_schema() -> Value {
             "provider": provider,
             "variables": variables,
             "secrets": secrets,
+            "load_balancers": load_balancers,
             "groups": {
                 "type": "object",
                 "propertyNames": { "$ref": "#/definitions/name" },
@@ -340,6 +431,10 @@ pub fn json_schema() -> Value {
                         "provider": { "type": "object" },
                         "variables": variables,
                         "secrets": secrets,
+                        "load_balancers": {
+                            "type": "object",
+                            "additionalProperties": { "type": "object" }
+                        },
                         "groups": {
                             "type": "object",
                             "additionalProperties": { "type": "object" }

@@ -73,9 +73,9 @@ groups:
 ",
             None,
             r#"spec.yaml:5:1: error: unknown field `projekt` (did you mean `project`?)
-  expected: one of project, provider, variables, secrets, groups, environments
+  expected: one of project, provider, variables, secrets, load_balancers, groups, environments
 spec.yaml:12:5: error: unknown field `colour` in group `web`
-  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling"#,
+  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling, load_balancer, rollout"#,
         ),
         (
             "wrong types",
@@ -485,7 +485,7 @@ environments:
         body,
         Some("dev"),
         "spec.yaml:8:5: error: unknown field `capacity` in environments.prod
-  expected: one of provider, variables, secrets, groups",
+  expected: one of provider, variables, secrets, load_balancers, groups",
         &mut failures,
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -136,9 +136,20 @@ fn json_schema_describes_the_file() {
     assert!(schema["properties"]["groups"].is_object());
     let group = &schema["definitions"]["group"];
     assert_eq!(group["additionalProperties"], false);
-    for field in ["image", "instance_types", "capacity", "zones", "user_data"] {
+    for field in [
+        "image",
+        "instance_types",
+        "capacity",
+        "zones",
+        "user_data",
+        "load_balancer",
+        "rollout",
+    ] {
         assert!(group["properties"][field].is_object(), "{field}");
     }
+    assert!(schema["properties"]["load_balancers"].is_object());
+    let overlay = &schema["properties"]["environments"]["additionalProperties"];
+    assert!(overlay["properties"]["load_balancers"].is_object());
 }
 
 #[test]
