@@ -5,18 +5,14 @@
 //!
 //! What it is not: it does not retry, rate-limit or page on its own (the
 //! executor does all three), and it logs neither credentials nor request
-//! bodies (which carry user data). The wire format lives in `endstate-wire`.
+//! bodies (which carry user data). The wire format lives in `endstate-wire`;
+//! HTTP, credentials and signing in `query`, shared with the ELBv2 client.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use base64::Engine as _;
 use endstate_wire::{
     BlockDeviceMapping, CreateTagsRequest, CreateTagsResponse, DeleteTag, DeleteTagsRequest,
@@ -30,22 +26,17 @@ use endstate_wire::{
 };
 use tracing::Instrument as _;
 
+use crate::query::{self, QueryTransport};
 use crate::{
     Filter, Image, Instance, InstanceState, InstanceUtilization, LaunchRequest, Operation,
     Provider, ProviderError,
 };
-
-/// The content type EC2 expects for Query-protocol bodies.
-const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
 /// The root device every launch maps its root volume to.
 const ROOT_DEVICE: &str = "/dev/xvda";
 
 /// DescribeInstances page size: EC2's maximum, the default.
 const PAGE_SIZE: u32 = 1000;
-
-/// Refresh credentials this long before they expire.
-const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// Where and how to reach an EC2 endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,61 +76,11 @@ impl Ec2Config {
     }
 }
 
-/// Credentials from a provider, kept until shortly before they expire. The
-/// SDK's own identity cache lives in its orchestrator, which we do not use,
-/// so the cache is ours.
-#[derive(Debug)]
-struct CredentialCache {
-    provider: SharedCredentialsProvider,
-    cached: Mutex<Option<Credentials>>,
-}
-
-impl CredentialCache {
-    fn new(provider: SharedCredentialsProvider) -> Self {
-        Self {
-            provider,
-            cached: Mutex::new(None),
-        }
-    }
-
-    async fn get(&self) -> Result<Credentials, ProviderError> {
-        if let Some(credentials) = lock(&self.cached).clone() {
-            let fresh = credentials
-                .expiry()
-                .is_none_or(|expiry| expiry > SystemTime::now() + CREDENTIAL_REFRESH_MARGIN);
-            if fresh {
-                return Ok(credentials);
-            }
-        }
-        // Not holding the lock across the await: concurrent callers may
-        // each fetch once at expiry, which is harmless.
-        let credentials = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| ProviderError::Credentials(error_chain(&e)))?;
-        *lock(&self.cached) = Some(credentials.clone());
-        Ok(credentials)
-    }
-}
-
-/// Locks a mutex, ignoring poisoning: the data behind ours (a cache, a
-/// counter map) stays valid even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// An EC2 Query-protocol client. Cheap to share behind an `Arc`; one
 /// connection pool per client.
 #[derive(Debug)]
 pub struct Ec2Client {
-    http: reqwest::Client,
-    endpoint: String,
-    region: String,
-    credentials: CredentialCache,
-    counts: Mutex<BTreeMap<Operation, u64>>,
+    transport: QueryTransport,
     page_size: u32,
 }
 
@@ -147,15 +88,7 @@ impl Ec2Client {
     /// A client with credentials from the standard AWS chain (optionally a
     /// named profile). Nothing is contacted until the first call.
     pub async fn new(config: Ec2Config) -> Result<Self, ProviderError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(config.region.clone()));
-        if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
-        }
-        let sdk_config = loader.load().await;
-        let provider = sdk_config.credentials_provider().ok_or_else(|| {
-            ProviderError::Credentials("no credentials provider is configured".to_string())
-        })?;
+        let provider = query::chain_credentials(&config).await?;
         Self::with_provider(config, provider)
     }
 
@@ -166,14 +99,8 @@ impl Ec2Client {
         secret_access_key: impl Into<String>,
         session_token: Option<String>,
     ) -> Result<Self, ProviderError> {
-        let credentials = Credentials::new(
-            access_key_id,
-            secret_access_key,
-            session_token,
-            None,
-            "endstate-static",
-        );
-        Self::with_provider(config, SharedCredentialsProvider::new(credentials))
+        let provider = query::static_credentials(access_key_id, secret_access_key, session_token);
+        Self::with_provider(config, provider)
     }
 
     /// A client with any credentials provider.
@@ -181,39 +108,15 @@ impl Ec2Client {
         config: Ec2Config,
         provider: SharedCredentialsProvider,
     ) -> Result<Self, ProviderError> {
-        let endpoint = config.endpoint_url();
-        let url = reqwest::Url::parse(&endpoint)
-            .map_err(|e| ProviderError::Config(format!("invalid endpoint {endpoint:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ProviderError::Config(format!(
-                "invalid endpoint {endpoint:?}: not http or https"
-            )));
-        }
-        let Some(host) = url.host_str() else {
-            return Err(ProviderError::Config(format!(
-                "invalid endpoint {endpoint:?}: no host"
-            )));
-        };
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            // A redirected POST would carry a signature for another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("endstate/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(host) {
-            // Loopback endpoints (moto, the built-in cloud) are never
-            // reached through an HTTP proxy from the environment.
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ProviderError::Config(format!("HTTP client: {}", error_chain(&e))))?;
+        let transport = QueryTransport::new(
+            &config.endpoint_url(),
+            &config.region,
+            "ec2",
+            config.timeout,
+            provider,
+        )?;
         Ok(Self {
-            http,
-            endpoint: url.to_string(),
-            region: config.region,
-            credentials: CredentialCache::new(provider),
-            counts: Mutex::new(BTreeMap::new()),
+            transport,
             page_size: PAGE_SIZE,
         })
     }
@@ -227,17 +130,17 @@ impl Ec2Client {
 
     /// The endpoint URL.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.transport.endpoint()
     }
 
     /// The region requests are signed for.
     pub fn region(&self) -> &str {
-        &self.region
+        self.transport.region()
     }
 
     /// Requests sent so far, per operation (failed ones included).
     pub fn request_counts(&self) -> BTreeMap<Operation, u64> {
-        lock(&self.counts).clone()
+        self.transport.request_counts()
     }
 
     /// One page of DescribeInstanceStatus (all states when
@@ -286,39 +189,7 @@ impl Ec2Client {
         request: &Req,
     ) -> Result<Resp, ProviderError> {
         let body = request.to_params().to_form();
-        let credentials = self.credentials.get().await?;
-        let signed = signing_headers(
-            &self.endpoint,
-            &body,
-            &credentials,
-            &self.region,
-            SystemTime::now(),
-        )?;
-        *lock(&self.counts).entry(operation).or_insert(0) += 1;
-
-        let mut http_request = self
-            .http
-            .post(&self.endpoint)
-            .header(http::header::CONTENT_TYPE, CONTENT_TYPE);
-        for (name, value) in signed {
-            http_request = http_request.header(name, value);
-        }
-        let response = http_request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(operation, &e))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ProviderError::Transport {
-                operation,
-                message: format!("reading the response: {}", error_chain(&e)),
-                // The server answered, so it saw the request.
-                outcome_unknown: true,
-            })?;
-        tracing::debug!(status, "ec2 response");
+        let (status, text) = self.transport.post(operation, body).await?;
         if (200..300).contains(&status) {
             return Resp::from_xml(&text).map_err(|e| ProviderError::Decode {
                 operation,
@@ -329,66 +200,8 @@ impl Ec2Client {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The headers that sign a POST of `body` to `url`: `authorization`,
-/// `x-amz-date` and, with a session token, `x-amz-security-token`. The
-/// signature covers `content-type`, `host` and those.
-fn signing_headers(
-    url: &str,
-    body: &str,
-    credentials: &Credentials,
-    region: &str,
-    time: SystemTime,
-) -> Result<Vec<(String, String)>, ProviderError> {
-    let signing_error = |e: &dyn std::error::Error| {
-        ProviderError::Credentials(format!("signing: {}", error_chain(e)))
-    };
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("ec2")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| signing_error(&e))?
-        .into();
-    let headers = [("content-type", CONTENT_TYPE)];
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .map_err(|e| signing_error(&e))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| signing_error(&e))?
-        .into_parts();
-    Ok(instructions
-        .headers()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect())
-}
-
-/// A connection-level failure. Refused or unresolvable connections never
-/// carried the request; anything later may have.
-fn transport_error(operation: Operation, error: &reqwest::Error) -> ProviderError {
-    let outcome_unknown = !(error.is_connect() || error.is_builder());
-    ProviderError::Transport {
-        operation,
-        message: error_chain(error),
-        outcome_unknown,
-    }
-}
-
-/// An HTTP error answer. EC2 sends an error document; anything else (an
-/// HTML page from a proxy, moto's crash page) keeps its status and gets a
-/// code of the form `HttpNNN`.
+/// An HTTP error answer: EC2's error document, or
+/// [`query::undocumented_error`] for anything else.
 fn api_error(operation: Operation, status: u16, body: &str) -> ProviderError {
     match ErrorResponse::from_xml(body) {
         Ok(document) => {
@@ -404,35 +217,8 @@ fn api_error(operation: Operation, status: u16, body: &str) -> ProviderError {
                 request_id: document.request_id,
             }
         }
-        Err(_) => ProviderError::Api {
-            operation,
-            status,
-            code: format!("Http{status}"),
-            message: body
-                .chars()
-                .take(200)
-                .collect::<String>()
-                .trim()
-                .to_string(),
-            request_id: None,
-        },
+        Err(_) => query::undocumented_error(operation, status, body),
     }
-}
-
-/// An error and its sources, `: `-joined (reqwest's and the SDK's own
-/// messages hide the cause, such as "connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 fn to_wire_filters(filters: &[Filter]) -> Vec<endstate_wire::Filter> {
@@ -730,93 +516,6 @@ impl Provider for Ec2Client {
 mod tests {
     use super::*;
 
-    fn example_credentials(session_token: Option<&str>) -> Credentials {
-        Credentials::new(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            session_token.map(str::to_string),
-            None,
-            "test",
-        )
-    }
-
-    const BODY: &str = "Action=DescribeInstances&Filter.1.Name=tag%3Aendstate%3Aproject&Filter.1.Value.1=demo&MaxResults=1000&Version=2016-11-15";
-
-    /// 2015-08-30T12:36:00Z, the time of AWS's SigV4 examples.
-    fn example_time() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160)
-    }
-
-    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Expected values computed by botocore's `SigV4Auth` (a third-party
-    /// implementation) for the same request, credentials and time.
-    #[test]
-    fn signature_matches_botocore() {
-        let cases = [
-            (
-                "https://ec2.us-east-1.amazonaws.com/",
-                None,
-                "content-type;host;x-amz-date",
-                "d7fb4de1af606daad5fdc334a85376f027a8816d0f366885c05b2764d6f579a6",
-            ),
-            (
-                "http://127.0.0.1:5000/",
-                None,
-                "content-type;host;x-amz-date",
-                "a79805e0136cb09b05b34b2880b9b319e937fc5aaf13846a6af301ceb779fecb",
-            ),
-            (
-                "http://127.0.0.1:5000/",
-                Some("SESSIONTOKEN/+="),
-                "content-type;host;x-amz-date;x-amz-security-token",
-                "df780b98c6630fa6141069337726614a6555969d105e22b1d56fac74dcc339e0",
-            ),
-        ];
-        for (url, token, signed_headers, signature) in cases {
-            let headers = signing_headers(
-                url,
-                BODY,
-                &example_credentials(token),
-                "us-east-1",
-                example_time(),
-            )
-            .unwrap();
-            assert_eq!(
-                header(&headers, "authorization").unwrap(),
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/ec2/aws4_request, \
-                     SignedHeaders={signed_headers}, Signature={signature}"
-                ),
-                "{url} {token:?}"
-            );
-            assert_eq!(header(&headers, "x-amz-date"), Some("20150830T123600Z"));
-            assert_eq!(header(&headers, "x-amz-security-token"), token);
-        }
-    }
-
-    #[test]
-    fn credential_scope_names_region_and_service() {
-        let headers = signing_headers(
-            "http://127.0.0.1:1/",
-            "Action=X",
-            &example_credentials(None),
-            "eu-west-3",
-            SystemTime::now(),
-        )
-        .unwrap();
-        let authorization = header(&headers, "authorization").unwrap();
-        assert!(
-            authorization.contains("/eu-west-3/ec2/aws4_request, "),
-            "{authorization}"
-        );
-    }
-
     #[test]
     fn launch_request_maps_to_run_instances() {
         let launch = LaunchRequest {
@@ -881,62 +580,6 @@ mod tests {
         );
         assert!(error.is_throttle());
         assert!(!error.outcome_unknown());
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        assert!(is_loopback("127.0.0.1"));
-        assert!(is_loopback("127.3.4.5"));
-        assert!(is_loopback("[::1]"));
-        assert!(is_loopback("localhost"));
-        assert!(!is_loopback("ec2.us-east-1.amazonaws.com"));
-    }
-
-    /// Hands out credentials expiring `lifetime` from now, counting calls.
-    #[derive(Debug)]
-    struct CountingProvider {
-        calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
-        lifetime: Duration,
-    }
-
-    impl ProvideCredentials for CountingProvider {
-        fn provide_credentials<'a>(
-            &'a self,
-        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let expiry = SystemTime::now() + self.lifetime;
-            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
-                "AKID",
-                "secret",
-                None,
-                Some(expiry),
-                "counting",
-            )))
-        }
-    }
-
-    #[tokio::test]
-    async fn credentials_are_cached_until_near_expiry() {
-        for (lifetime, expected_calls) in
-            [(Duration::from_secs(3600), 1), (Duration::from_secs(60), 3)]
-        {
-            let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-            let provider = CountingProvider {
-                calls: calls.clone(),
-                lifetime,
-            };
-            let cache = CredentialCache::new(SharedCredentialsProvider::new(provider));
-            for _ in 0..3 {
-                cache.get().await.unwrap();
-            }
-            assert_eq!(
-                calls.load(std::sync::atomic::Ordering::SeqCst),
-                expected_calls
-            );
-        }
     }
 
     #[test]

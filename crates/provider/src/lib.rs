@@ -17,6 +17,7 @@ pub use endstate_plan::observed::{Instance, InstanceState};
 pub mod ec2;
 pub mod elbv2;
 pub mod fake;
+mod query;
 
 /// One RunInstances call: `count` instances of one type in one zone, tagged
 /// at launch. Its Debug output shows the user data's length, not its bytes.

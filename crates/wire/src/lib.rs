@@ -2,7 +2,8 @@
 //! and without I/O: request structs to and from form parameters
 //! ([`requests`], [`form`]), response structs to and from XML
 //! ([`responses`]), EC2's error document ([`error`]), and EC2's request-rate
-//! limits ([`limits`]).
+//! limits ([`limits`]); and the same for Elastic Load Balancing v2's subset
+//! that rollouts use ([`elbv2`]).
 //!
 //! The client (`endstate-provider`) writes requests and reads responses; the
 //! built-in cloud's server reads requests and writes responses with the same
@@ -18,6 +19,7 @@ pub mod requests;
 pub mod responses;
 pub mod xml;
 
+pub use elbv2::{Elbv2Action, Elbv2ErrorResponse, Elbv2Request};
 pub use error::{ErrorDetail, ErrorResponse, WireError};
 pub use form::Params;
 pub use requests::{

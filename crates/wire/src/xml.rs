@@ -29,10 +29,15 @@ impl XmlWriter {
 
     /// Opens the root element of an EC2 response, with its namespace.
     pub fn open_root(&mut self, name: &str) {
+        self.open_root_in(name, NAMESPACE);
+    }
+
+    /// Opens a root element in another service's `namespace` (ELBv2's).
+    pub fn open_root_in(&mut self, name: &str, namespace: &str) {
         self.out.push('<');
         self.out.push_str(name);
         self.out.push_str(" xmlns=\"");
-        self.out.push_str(NAMESPACE);
+        escape_into(&mut self.out, namespace);
         self.out.push_str("\">");
     }
 
