@@ -2,6 +2,9 @@
 //! instances. One method per EC2 action, taking the wire crate's request
 //! and answering with its response (the server fills in the request id).
 //!
+//! ELBv2's actions are not methods here: [`Backend::load_balancing`]
+//! hands out the backend's [`LoadBalancers`], which the server calls.
+//!
 //! Not here: HTTP, signatures, XML — the server's — and any particular way
 //! of holding instances (`simulated` keeps records, `process` runs them).
 
@@ -19,12 +22,19 @@ use endstate_wire::{
     TerminateInstancesResponse,
 };
 
+use crate::elbv2::{InstanceDirectory, LoadBalancers};
 use crate::error::ApiError;
 
 /// Holds instances and answers EC2's actions on them. Calls are synchronous
 /// and quick (the server calls them on its runtime's threads); an
 /// implementation that must wait on I/O does so on its own tasks.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The ELBv2 service over this backend's instances, and where it looks
+    /// them up; `None` when the backend offers no load balancing.
+    fn load_balancing(&self) -> Option<(&LoadBalancers, &dyn InstanceDirectory)> {
+        None
+    }
+
     fn run_instances(
         &self,
         request: &RunInstancesRequest,

@@ -22,6 +22,10 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
+/// The services a request may be signed for: the cloud serves EC2 and
+/// ELBv2 on one endpoint, and each client signs with its own name.
+pub const SERVICES: [&str; 2] = ["ec2", endstate_wire::elbv2::ELBV2_SIGNING_NAME];
+
 /// Access key id → secret access key. Debug shows the key ids only.
 #[derive(Clone, Default)]
 pub struct Credentials {
@@ -202,6 +206,13 @@ pub fn verify(
         .to_str()
         .map_err(|_| incomplete("Authorization header is not ASCII"))?;
     let auth = parse_authorization(header)?;
+    if !SERVICES.contains(&auth.service) {
+        return Err(ApiError::IncompleteSignature(format!(
+            "Credential should be scoped to a valid service: '{}' is not one of {}",
+            auth.service,
+            SERVICES.join(", ")
+        )));
+    }
     let Some(secret) = credentials.secret(auth.access_key_id) else {
         return Err(ApiError::AuthFailure(
             "AWS was not able to validate the provided access credentials".to_string(),
@@ -297,6 +308,38 @@ mod tests {
         assert_eq!(auth.signed_headers, vec!["host", "x-amz-date"]);
         assert!(parse_authorization("AWS4-HMAC-SHA256 Credential=AK/x").is_err());
         assert!(parse_authorization("Basic abc").is_err());
+    }
+
+    #[test]
+    fn only_ec2_and_elbv2_scopes_are_accepted() {
+        let credentials = Credentials::new().with("AK", "secret");
+        let mut headers = HeaderMap::new();
+        let verify_for = |service: &str, headers: &mut HeaderMap| {
+            headers.insert(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential=AK/20261127/us-east-1/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc")
+                    .parse()
+                    .expect("header"),
+            );
+            let request = ReceivedRequest {
+                method: "POST",
+                path: "/",
+                query: None,
+                headers,
+                body: b"",
+            };
+            verify(&credentials, &request, SystemTime::now())
+        };
+        let refused = verify_for("s3", &mut headers).expect_err("s3");
+        assert_eq!(refused.code(), "IncompleteSignature", "{refused}");
+        for service in SERVICES {
+            // Past the scope check: refused later, for the missing date.
+            let later = verify_for(service, &mut headers).expect_err("no date");
+            assert!(
+                later.to_string().contains("X-Amz-Date"),
+                "{service}: {later}"
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::backend::Backend;
+use crate::elbv2::{InstanceDirectory, InstanceView, LoadBalancers, GENERATION_TAG};
 use crate::error::ApiError;
 
 /// EC2's limit on user data, before base64.
@@ -455,6 +456,10 @@ pub struct SimulatedBackend {
     world: Mutex<World>,
     runtime: Option<Arc<dyn Runtime>>,
     journal: Option<Arc<dyn Journal>>,
+    /// ELBv2's API over this backend's instances: records only, since
+    /// simulated instances serve nothing (the process backend has its own,
+    /// with data planes).
+    load_balancers: LoadBalancers,
 }
 
 /// A bijection on u64 that makes sequential numbers look like EC2's ids.
@@ -1060,12 +1065,14 @@ impl SimulatedBackend {
             world.by_id.insert(record.id.clone(), seq);
             world.instances.insert(seq, record);
         }
+        let load_balancers = LoadBalancers::api_only(&config.region, &config.account_id);
         Self {
             config,
             clock,
             world: Mutex::new(world),
             runtime,
             journal,
+            load_balancers,
         }
     }
 
@@ -1540,7 +1547,24 @@ impl SimulatedBackend {
     }
 }
 
+/// Simulated instances have no real address: their targets are never
+/// probed or forwarded to.
+impl InstanceDirectory for SimulatedBackend {
+    fn instance(&self, id: &str) -> Option<InstanceView> {
+        let record = self.record(id)?;
+        Some(InstanceView {
+            gone: matches!(record.phase, Phase::ShuttingDown | Phase::Terminated),
+            address: None,
+            generation: record.tags.get(GENERATION_TAG).cloned(),
+        })
+    }
+}
+
 impl Backend for SimulatedBackend {
+    fn load_balancing(&self) -> Option<(&LoadBalancers, &dyn InstanceDirectory)> {
+        Some((&self.load_balancers, self))
+    }
+
     fn run_instances(
         &self,
         request: &RunInstancesRequest,

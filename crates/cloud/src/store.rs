@@ -2,7 +2,8 @@
 //! core (instances, ClientTokens, images, id counters) written through as
 //! the [`Journal`], and the runtime's own tables — the slot of each live
 //! instance (its address and uid, its top process's PID and start time, the
-//! layers it was made of) and the ordered status-change events.
+//! layers it was made of) and the ordered status-change events — and the
+//! load balancers' records (`elbv2`, one JSON document, schema version 2).
 //!
 //! WAL, `synchronous=FULL`: a change the API answered for is on disk. One
 //! connection behind a mutex: every write is short.
@@ -23,7 +24,12 @@ use crate::simulated::{
 };
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2: the ELBv2 records, one JSON document (`elbv2`).
+const MIGRATION_2: &str = "
+CREATE TABLE elbv2 (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -217,6 +223,11 @@ impl Store {
         match version {
             0 => {
                 conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(MIGRATION_2)?;
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            1 => {
+                conn.execute_batch(MIGRATION_2)?;
                 conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -235,6 +246,24 @@ impl Store {
         // A panic mid-write leaves an open transaction that SQLite rolls
         // back; the connection itself stays usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ELBv2 records as last saved (JSON), if ever.
+    pub(crate) fn elbv2_state(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT state FROM elbv2 WHERE id = 1", [], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Replaces the ELBv2 records.
+    pub(crate) fn save_elbv2_state(&self, json: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO elbv2 (id, state) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            [json],
+        )?;
+        Ok(())
     }
 
     /// This cloud's id salt: made at the first open, the same ever after.
@@ -572,6 +601,30 @@ mod tests {
         assert_eq!(slots.len(), 5);
         assert_eq!(slots[0].process, Some((42, 7)));
         assert_eq!(slots[0].layers, vec!["l1".to_string()]);
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_elbv2_table_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloud.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('next_seq', 7)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.elbv2_state().unwrap(), None);
+        store.save_elbv2_state("{\"a\":1}").unwrap();
+        store.save_elbv2_state("{\"a\":2}").unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.elbv2_state().unwrap().as_deref(), Some("{\"a\":2}"));
+        assert_eq!(store.load().unwrap().next_seq, 7);
     }
 
     #[test]

@@ -75,7 +75,28 @@ pub enum TargetState {
 pub struct TargetHealth {
     pub id: String,
     pub state: TargetState,
+    /// ELBv2's reason code: `Elb.RegistrationInProgress` (initial),
+    /// `Target.ResponseCodeMismatch`, `Target.Timeout` or
+    /// `Target.FailedHealthChecks` (unhealthy), `Target.NotInUse`,
+    /// `Target.DeregistrationInProgress`; empty when healthy.
     pub reason: String,
+    /// The health checker's own words for the last failure or transition
+    /// (empty when it has said nothing of this target).
+    pub description: String,
+}
+
+/// ELBv2's reason code for an unhealthy target, from the checker's last
+/// words on it. The checker's events carry the probe failure as text
+/// (`endstate_health::ProbeFailure`'s Display: "status 503", "timed out",
+/// ...), so the code is read from that text.
+fn unhealthy_reason(description: &str) -> &'static str {
+    if description.contains("status ") {
+        "Target.ResponseCodeMismatch"
+    } else if description.contains("timed out") {
+        "Target.Timeout"
+    } else {
+        "Target.FailedHealthChecks"
+    }
 }
 
 struct Entry {
@@ -353,26 +374,28 @@ impl Group {
             .values()
             .map(|entry| {
                 let id = entry.target.id.clone();
+                let description = reasons.get(&id).cloned().unwrap_or_default();
                 let (state, reason) = if entry.draining_since.is_some() {
-                    (
-                        TargetState::Draining,
-                        "Target.DeregistrationInProgress".to_string(),
-                    )
+                    (TargetState::Draining, "Target.DeregistrationInProgress")
                 } else if !in_use {
-                    (TargetState::Unused, "Target.NotInUse".to_string())
+                    (TargetState::Unused, "Target.NotInUse")
                 } else {
-                    let state = match self.status(&inner, &entry.target) {
-                        HealthStatus::Initial => TargetState::Initial,
-                        HealthStatus::Healthy => TargetState::Healthy,
-                        HealthStatus::Unhealthy => TargetState::Unhealthy,
-                    };
-                    let reason = match state {
-                        TargetState::Initial => "Elb.InitialHealthChecking".to_string(),
-                        _ => reasons.get(&id).cloned().unwrap_or_default(),
-                    };
-                    (state, reason)
+                    match self.status(&inner, &entry.target) {
+                        HealthStatus::Initial => {
+                            (TargetState::Initial, "Elb.RegistrationInProgress")
+                        }
+                        HealthStatus::Healthy => (TargetState::Healthy, ""),
+                        HealthStatus::Unhealthy => {
+                            (TargetState::Unhealthy, unhealthy_reason(&description))
+                        }
+                    }
                 };
-                TargetHealth { id, state, reason }
+                TargetHealth {
+                    id,
+                    state,
+                    reason: reason.to_string(),
+                    description,
+                }
             })
             .collect()
     }
@@ -403,4 +426,31 @@ impl Group {
 /// Locks, ignoring poisoning: every critical section leaves the data whole.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unhealthy_reasons_are_elbv2_codes_read_from_the_checkers_words() {
+        let cases = [
+            (
+                "unhealthy after 2 consecutive failed probes (status 503)",
+                "Target.ResponseCodeMismatch",
+            ),
+            (
+                "probe failed (1 of 2 in a row): timed out",
+                "Target.Timeout",
+            ),
+            (
+                "unhealthy after 1 failed probe (connection refused)",
+                "Target.FailedHealthChecks",
+            ),
+            ("", "Target.FailedHealthChecks"),
+        ];
+        for (words, code) in cases {
+            assert_eq!(unhealthy_reason(words), code, "{words}");
+        }
+    }
 }

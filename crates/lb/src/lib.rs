@@ -6,8 +6,8 @@
 //! Pieces: [`group`] (targets, health from `endstate_health::Checker`,
 //! draining, the choice of a target), `proxy` (one request: weights, retry,
 //! headers), [`stats`] (counters and the error window). This crate has no
-//! API (the ELBv2-compatible one comes later), knows nothing of EC2, the
-//! cloud or the controller, and is not wired into them yet.
+//! API and knows nothing of EC2, ELBv2 or instances: the built-in cloud
+//! (`endstate-cloud`'s `elbv2`) runs one per listener behind its ELBv2 API.
 //!
 //! **Routing.** A group is drawn by weight for each request; in it, a target
 //! round robin among the healthy, else the `initial`, else all (fail-open);
@@ -69,6 +69,8 @@ pub enum LbError {
     Client(String),
     #[error("target group {0}: no such group")]
     UnknownGroup(TargetGroupId),
+    #[error("target group {0}: the forward action names it")]
+    InUse(TargetGroupId),
     #[error("target group {0:?}: a group of that name exists")]
     DuplicateName(String),
     #[error("target group {group:?}: health check: {errors}")]
@@ -169,6 +171,20 @@ impl LoadBalancer {
         Ok(id)
     }
 
+    /// Removes a group that the forward action does not name, stopping its
+    /// health checks; requests already routed to it finish.
+    pub async fn remove_target_group(&self, tg: TargetGroupId) -> Result<(), LbError> {
+        let group = {
+            let mut groups = write(&self.shared.groups);
+            if read(&self.shared.forward).iter().any(|&(id, _)| id == tg) {
+                return Err(LbError::InUse(tg));
+            }
+            groups.remove(&tg).ok_or(LbError::UnknownGroup(tg))?
+        };
+        group.stop().await;
+        Ok(())
+    }
+
     /// Sets how long a deregistered target may keep requests in flight
     /// (default [`DEFAULT_DEREGISTRATION_DELAY`], 300 s as ELB).
     pub fn set_deregistration_delay(
@@ -201,6 +217,15 @@ impl LoadBalancer {
         Ok(group.describe(in_use))
     }
 
+    /// Each target's state as probed, whatever the group's weight:
+    /// `draining` while deregistering, else its health. For a group that
+    /// is attached with weight 0 (ELBv2 health-checks every group a
+    /// listener names, so a new generation can turn healthy before it
+    /// gets traffic).
+    pub fn probed_target_health(&self, tg: TargetGroupId) -> Result<Vec<TargetHealth>, LbError> {
+        Ok(self.group(tg)?.describe(true))
+    }
+
     /// Replaces the listener's forward action with these weights; every
     /// request that starts after this returns is routed by them (see the
     /// crate doc). Weights are relative; all zero (or none) answers 503.
@@ -230,6 +255,16 @@ impl LoadBalancer {
     /// the last hour is kept) on; `None` when it answered nothing.
     pub fn error_rate(&self, tg: TargetGroupId, since: Duration) -> Result<Option<f64>, LbError> {
         Ok(self.group(tg)?.window.error_rate(since))
+    }
+
+    /// (responses, 5xx responses) the group answered from `since` on (as
+    /// for [`LoadBalancer::error_rate`]).
+    pub fn response_counts(
+        &self,
+        tg: TargetGroupId,
+        since: Duration,
+    ) -> Result<(u64, u64), LbError> {
+        Ok(self.group(tg)?.window.counts(since))
     }
 
     /// Stops accepting, lets each open connection finish the request it is

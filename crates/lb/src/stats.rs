@@ -123,13 +123,18 @@ impl Window {
     /// The share of 5xx among responses in the seconds from `since` (whole
     /// second, on the balancer's clock) on; `None` without responses.
     pub(crate) fn error_rate(&self, since: Duration) -> Option<f64> {
+        let (total, errors) = self.counts(since);
+        (total > 0).then(|| errors as f64 / total as f64)
+    }
+
+    /// (responses, 5xx responses) in the seconds from `since` on.
+    pub(crate) fn counts(&self, since: Duration) -> (u64, u64) {
         let from = since.as_secs();
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let (total, errors) = buckets
+        buckets
             .iter()
             .filter(|b| b.0 >= from)
-            .fold((0u64, 0u64), |acc, b| (acc.0 + b.1, acc.1 + b.2));
-        (total > 0).then(|| errors as f64 / total as f64)
+            .fold((0u64, 0u64), |acc, b| (acc.0 + b.1, acc.1 + b.2))
     }
 }
 
@@ -150,6 +155,7 @@ mod tests {
             Some(1.0 / 3.0)
         );
         assert_eq!(window.error_rate(Duration::from_secs(13)), None);
+        assert_eq!(window.counts(Duration::from_secs(11)), (3, 1));
     }
 
     #[test]

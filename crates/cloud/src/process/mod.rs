@@ -49,6 +49,7 @@ pub use layers::{build_base_tree, tree_digest};
 pub use runtime::{slot_address, UID_BASE};
 
 use crate::backend::Backend;
+use crate::elbv2::{InstanceDirectory, InstanceView, LoadBalancers, GENERATION_TAG};
 use crate::error::ApiError;
 use crate::simulated::{iso_time, ImageRecord, SimulatedBackend, SimulatedConfig, Timings};
 use crate::store::Store;
@@ -164,13 +165,20 @@ pub enum ProcessError {
     Restore(String),
 }
 
-/// The process backend. Dropping it stops its prober and metadata
-/// listeners; the instances' processes keep running (they outlive the
-/// cloud server, and `open` re-adopts them).
+/// How often targets of terminated instances are looked for.
+const DEREGISTER_GONE_EVERY: Duration = Duration::from_secs(1);
+
+/// The process backend. Dropping it stops its prober, metadata listeners
+/// and load balancers; the instances' processes keep running (they outlive
+/// the cloud server, and `open` re-adopts them).
 #[derive(Debug)]
 pub struct ProcessBackend {
     core: Arc<SimulatedBackend>,
     runtime: Arc<ProcessRuntime>,
+    instances: Arc<ProcessInstances>,
+    load_balancers: Arc<LoadBalancers>,
+    /// Deregisters terminated instances every second.
+    sweeper: tokio::task::JoinHandle<()>,
     store: Arc<Store>,
     signer: Arc<Signer>,
     isolation: Isolation,
@@ -293,9 +301,35 @@ impl ProcessBackend {
         runtime.restore(&core).map_err(ProcessError::Restore)?;
         runtime.probe_all();
         runtime.start_prober();
+        let load_balancers = Arc::new(
+            LoadBalancers::with_data_planes(
+                &core.config().region,
+                &core.config().account_id,
+                SystemClock::shared(),
+                Some(store.clone()),
+            )
+            .map_err(ProcessError::Store)?,
+        );
+        let instances = Arc::new(ProcessInstances {
+            core: core.clone(),
+            runtime: runtime.clone(),
+        });
+        let sweeper = {
+            let (load_balancers, instances) = (load_balancers.clone(), instances.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(DEREGISTER_GONE_EVERY);
+                loop {
+                    tick.tick().await;
+                    load_balancers.deregister_gone(&*instances).await;
+                }
+            })
+        };
         Ok(Arc::new(Self {
             core,
             runtime,
+            instances,
+            load_balancers,
+            sweeper,
             store,
             signer,
             isolation,
@@ -356,7 +390,39 @@ impl ProcessBackend {
     }
 }
 
+impl Drop for ProcessBackend {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+/// The process backend's instances as the load balancers see them: the
+/// core's records, with the runtime's real (loopback) addresses.
+#[derive(Debug)]
+struct ProcessInstances {
+    core: Arc<SimulatedBackend>,
+    runtime: Arc<ProcessRuntime>,
+}
+
+impl InstanceDirectory for ProcessInstances {
+    fn instance(&self, id: &str) -> Option<InstanceView> {
+        let record = self.core.record(id)?;
+        Some(InstanceView {
+            gone: matches!(
+                record.phase,
+                crate::simulated::Phase::ShuttingDown | crate::simulated::Phase::Terminated
+            ),
+            address: self.runtime.address(id).map(std::net::IpAddr::V4),
+            generation: record.tags.get(GENERATION_TAG).cloned(),
+        })
+    }
+}
+
 impl Backend for ProcessBackend {
+    fn load_balancing(&self) -> Option<(&LoadBalancers, &dyn InstanceDirectory)> {
+        Some((&self.load_balancers, &*self.instances))
+    }
+
     fn run_instances(&self, r: &RunInstancesRequest) -> Result<RunInstancesResponse, ApiError> {
         self.core.run_instances(r)
     }
@@ -370,7 +436,14 @@ impl Backend for ProcessBackend {
         &self,
         r: &TerminateInstancesRequest,
     ) -> Result<TerminateInstancesResponse, ApiError> {
-        self.core.terminate_instances(r)
+        let answer = self.core.terminate_instances(r)?;
+        // Their targets drain now rather than at the next sweep, so that
+        // their addresses are free of traffic before a new instance gets one.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (load_balancers, instances) = (self.load_balancers.clone(), self.instances.clone());
+            handle.spawn(async move { load_balancers.deregister_gone(&*instances).await });
+        }
+        Ok(answer)
     }
     fn stop_instances(&self, r: &StopInstancesRequest) -> Result<StopInstancesResponse, ApiError> {
         self.core.stop_instances(r)
