@@ -17,10 +17,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::types::{
-    ErrorBody, GroupHealth, MetricsAccepted, MetricsRequest, PauseRequest, ProtectionRequest,
+    DeployRequest, ErrorBody, GroupHealth, MetricsAccepted, MetricsRequest, PauseRequest,
+    ProtectionRequest,
 };
 use crate::view::{
-    EventView, GroupView, InstanceView, MetricSample, ScalingActivityView, SpecSubmission, SpecView,
+    EventView, GroupView, InstanceView, MetricSample, RolloutView, ScalingActivityView,
+    SpecSubmission, SpecView,
 };
 
 /// Time allowed for an ordinary request.
@@ -178,6 +180,38 @@ impl Client {
             REQUEST_TIMEOUT,
         )
         .await
+    }
+
+    /// Rolls `group` out to `image` (accepted: the rollout runs in the
+    /// controller; follow it with [`Client::rollout`] or the events).
+    pub async fn deploy(&self, group: &str, image: &str) -> Result<RolloutView, ClientError> {
+        let body = DeployRequest {
+            image: image.to_string(),
+        };
+        self.send(
+            Method::POST,
+            format!("/v1/groups/{}/deploy", encode(group)),
+            &body,
+        )
+        .await
+    }
+
+    /// Rolls `group` back (during a rollout: switches back at once; after
+    /// one: rolls out the previous generation).
+    pub async fn rollback(&self, group: &str) -> Result<RolloutView, ClientError> {
+        self.call(
+            Method::POST,
+            format!("/v1/groups/{}/rollback", encode(group)),
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// The group's rollout now (`phase` `idle` when none runs).
+    pub async fn rollout(&self, group: &str) -> Result<RolloutView, ClientError> {
+        self.get(format!("/v1/groups/{}/rollout", encode(group)))
+            .await
     }
 
     pub async fn set_protection(

@@ -11,8 +11,19 @@
 //! (resume), and a period. One reconcile per group at a time; errors back
 //! off exponentially. Every action is recorded as an event with its reason.
 //!
+//! A group behind a load balancer has its targets registered in its
+//! generation's target group and drained before they are terminated
+//! ([`lb`]); when its live instances are of another generation than the
+//! group's, its reconcile runs a rollout instead of the planner's plain
+//! replacement ([`rollout`]).
+//!
 //! Not here: planning (`plan`), calling EC2 (`exec`, `provider`), the
 //! health and scaling rules themselves (`health`, `scaling`), HTTP (`api`).
+
+mod lb;
+mod rollout;
+
+use rollout::LbPath;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +38,7 @@ use endstate_model::{tags, Group, Spec};
 use endstate_plan::{
     plan_with, Instance, Launch, LaunchReason, Observed, Phase, Plan, PlanOptions,
 };
+use endstate_provider::elbv2::LoadBalancing;
 use endstate_provider::Provider;
 use endstate_scaling::schedule::ScheduledAction;
 use endstate_state::Store;
@@ -63,6 +75,9 @@ pub struct Options {
     pub probe_concurrency: usize,
     pub apply: ApplyOptions,
     pub plan: PlanOptions,
+    /// How often a rollout looks at its targets, health and error rate.
+    /// Default 1 s.
+    pub rollout_poll: Duration,
     /// Allow plans that remove more than half of a group, or a whole group.
     pub allow_mass_terminate: bool,
 }
@@ -78,6 +93,7 @@ impl Default for Options {
             probe_concurrency: 64,
             apply: ApplyOptions::default(),
             plan: PlanOptions::default(),
+            rollout_poll: Duration::from_secs(1),
             allow_mass_terminate: false,
         }
     }
@@ -97,6 +113,10 @@ pub struct Parts {
     pub clock: SharedClock,
     /// The (governed) provider every call goes through.
     pub provider: Arc<dyn Provider>,
+    /// ELBv2, for groups behind a load balancer; `None` when the spec has
+    /// no load balancers (or the provider has no ELBv2: such groups get
+    /// an event saying so).
+    pub load_balancing: Option<Arc<dyn LoadBalancing>>,
     /// EC2 API calls by action so far (the governor's count), for `/metrics`.
     pub api_calls: Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>,
     pub store: Arc<dyn Store>,
@@ -124,6 +144,9 @@ struct SpecState {
 struct Inner {
     clock: SharedClock,
     provider: Arc<dyn Provider>,
+    load_balancing: Option<Arc<dyn LoadBalancing>>,
+    /// Each group's load balancer, target groups and weights, as ensured.
+    lb_cache: Mutex<BTreeMap<String, lb::LbCache>>,
     api_calls: Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>,
     store: Arc<dyn Store>,
     session: Arc<Session>,
@@ -381,6 +404,8 @@ impl Controller {
             events: EventLog::new(Arc::clone(&parts.session), Arc::clone(&parts.clock)),
             clock: parts.clock,
             provider: parts.provider,
+            load_balancing: parts.load_balancing,
+            lb_cache: Mutex::new(BTreeMap::new()),
             api_calls: parts.api_calls,
             store: parts.store,
             session: parts.session,
@@ -686,9 +711,10 @@ impl Inner {
     /// One reconcile of one group: observe it, plan with the controller's
     /// verdicts, carry the plan out, record why.
     async fn reconcile(self: &Arc<Self>, name: &str) -> Result<(), ExecError> {
-        let Some((spec, group)) = self.group_spec(name) else {
+        let Some((spec, spec_group)) = self.group_spec(name) else {
             return Ok(());
         };
+        let group = self.effective_group(name, &spec_group).await;
         let (triggers, paused) = {
             let mut groups = lock(&self.groups);
             let Some(runtime) = groups.get_mut(name) else {
@@ -719,13 +745,31 @@ impl Inner {
         };
         self.report_health(name, health_events, "ec2").await;
 
+        let generations: BTreeMap<String, String> = instances
+            .iter()
+            .map(|i| (i.id.clone(), lb::generation_of(i).to_string()))
+            .collect();
+        let balanced = match self
+            .load_balanced(name, &spec, &spec_group, &group, &instances)
+            .await?
+        {
+            LbPath::Rollout => {
+                let id = self.reconcile_seq.fetch_add(1, Ordering::SeqCst) + 1;
+                let trigger = if triggers.is_empty() {
+                    "period".to_string()
+                } else {
+                    triggers.join("; ")
+                };
+                self.finish_reconcile(name, id, started, &trigger, 0, 0, None);
+                return Ok(());
+            }
+            LbPath::Plain(lb) => Some(lb),
+            LbPath::None => None,
+        };
+
         let sub = Arc::new(Spec {
-            project: spec.project.clone(),
-            environment: spec.environment.clone(),
-            provider: spec.provider.clone(),
             groups: vec![with_desired(&group, desired)],
-            load_balancers: spec.load_balancers.clone(),
-            hash: spec.hash.clone(),
+            ..(*spec).clone()
         });
         let plan = plan_with(&sub, &Observed { instances }, &verdicts, &self.options.plan);
         let id = self.reconcile_seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -805,7 +849,7 @@ impl Inner {
         // them, while the plan runs: the event stream shows progress live.
         let (done, mut actions) = mpsc::unbounded_channel();
         let executor = self.executor(Arc::new(ReconcileReporter { done }));
-        let apply = executor.apply(&self.session, &sub, &plan);
+        let apply = self.apply_draining(&executor, &sub, &plan, balanced.as_ref(), &generations);
         tokio::pin!(apply);
         let mut record = ActionRecords::new(name, id, &plan, &verdicts);
         let result = loop {
@@ -847,13 +891,22 @@ impl Inner {
             let events = match lock(&self.groups).get_mut(name) {
                 Some(runtime) => {
                     let statuses = runtime.statuses.clone();
-                    let events = runtime.observe(&group, instances, &statuses, now);
+                    let events = runtime.observe(&group, instances.clone(), &statuses, now);
                     runtime.retarget(now);
                     events
                 }
                 None => Vec::new(),
             };
             self.report_health(name, events, "ec2").await;
+            if let Some(lb) = &balanced {
+                // The new instances serve behind the load balancer now.
+                let generation = group.generation();
+                let tg = self
+                    .target_group(lb.as_ref(), &spec, &group, &generation)
+                    .await?;
+                self.register_running(lb.as_ref(), &tg, &generation, &instances)
+                    .await?;
+            }
         }
         result.map(|_| ())
     }
@@ -1493,6 +1546,13 @@ impl ControllerApi for Controller {
                 }
                 match runtimes.get(&g.name) {
                     Some(runtime) => {
+                        // What the controller works to: with a deploy's
+                        // image or a rollback's pin.
+                        let g = &crate::rollout::effective_group(
+                            g,
+                            runtime.persisted.deploy.as_ref(),
+                            runtime.persisted.pin.as_ref(),
+                        );
                         let settle = self.inner.settle(g.health_check.as_ref());
                         let (v, desired) = runtime.verdicts(g, now, settle);
                         verdicts.unhealthy.extend(v.unhealthy);
@@ -1700,6 +1760,18 @@ impl ControllerApi for Controller {
             ))
             .await;
         Ok(view)
+    }
+
+    async fn deploy(&self, group: &str, image: &str) -> Result<RolloutView, ApiError> {
+        self.inner.deploy(group, image).await
+    }
+
+    async fn rollback(&self, group: &str) -> Result<RolloutView, ApiError> {
+        self.inner.rollback(group).await
+    }
+
+    fn rollout(&self, group: &str) -> Result<RolloutView, ApiError> {
+        self.inner.rollout_view(group)
     }
 
     fn verify_token(&self, token: &str) -> bool {

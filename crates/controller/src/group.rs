@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::metrics::Samples;
+use crate::rollout::{DeployOverride, Pin, RolloutRecord, Settled};
 use crate::view::{GroupView, InstanceView, ReconcileView, ScalingActivityView};
 
 /// How many scaling activities a group keeps in memory for the API.
@@ -46,6 +47,23 @@ pub struct Persisted {
     pub last_activity: Option<Activity>,
     /// Scheduled actions have been applied up to here.
     pub schedule_checked_until: Option<UnixSeconds>,
+    /// The rollout in progress (behind a load balancer), phase by phase.
+    #[serde(default)]
+    pub rollout: Option<RolloutRecord>,
+    /// `deploy`'s image, until the spec's group changes.
+    #[serde(default)]
+    pub deploy: Option<DeployOverride>,
+    /// After a rollback: the generation the group stays at.
+    #[serde(default)]
+    pub pin: Option<Pin>,
+    /// The generation the group last converged on, with its settings (what
+    /// a rollout from it rolls back to).
+    #[serde(default)]
+    pub settled: Option<Settled>,
+    /// The generation before the last completed rollout (what
+    /// `POST /v1/groups/{group}/rollback` returns to afterwards).
+    #[serde(default)]
+    pub previous: Option<Settled>,
 }
 
 /// A group's capacity in the spec, as scaling reads it.
@@ -149,6 +167,15 @@ pub struct GroupRuntime {
     pub stopped: bool,
     /// The last consent_needed reason recorded, so it is said once.
     pub last_consent: Option<String>,
+    /// `POST /v1/groups/{group}/rollback` during a rollout: the rollout
+    /// driver switches back at its next look.
+    pub rollback_requested: bool,
+    /// What asks for the next rollout (`deploy`, `rollback`) and the
+    /// generation it asks for; a rollout to another one is the spec's.
+    pub next_trigger: Option<(String, String)>,
+    /// Why the group's load balancer cannot be used, as last reported (said
+    /// once).
+    pub lb_problem: Option<String>,
 }
 
 impl GroupRuntime {
@@ -183,6 +210,9 @@ impl GroupRuntime {
             wake: Arc::new(Notify::new()),
             stopped: false,
             last_consent: None,
+            rollback_requested: false,
+            next_trigger: None,
+            lb_problem: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod controller;
 pub mod events;
 pub mod group;
 pub mod metrics;
+pub mod rollout;
 pub mod view;
 
 pub use controller::{Controller, ControllerError, Options, Parts, SpecSource, ThrottleCounter};

@@ -105,6 +105,40 @@ pub struct ScalingActivityView {
     pub reason: String,
 }
 
+/// A group's rollout: the one in progress, or (`phase` `idle`) the
+/// generation the group is at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub group: String,
+    /// `idle`, `pending` (asked for, not started yet), or the phase in
+    /// progress: `launching`, `waiting_healthy`, `canary`, `watching`,
+    /// `keeping_old`, `scaling_down_old`, `rolling`, `rolling_watch`,
+    /// `rolling_back`, `failed`.
+    pub phase: String,
+    /// `rolling` or `blue_green`.
+    pub strategy: String,
+    /// What started it: `spec`, `deploy`, `rollback`; `None` when idle.
+    pub trigger: Option<String>,
+    /// The generation rolled out from (`None` when idle).
+    pub from: Option<String>,
+    /// The generation rolled out to; when idle, the group's generation.
+    pub to: String,
+    /// The listener's weights by generation, as last set by the rollout.
+    pub weights: std::collections::BTreeMap<String, u32>,
+    pub started_at: Option<String>,
+    /// When the listener's switch to `to` was acknowledged.
+    pub switched_at: Option<String>,
+    /// The kind of the rollout's last event.
+    pub last_event: Option<String>,
+    /// Why it failed, once it did.
+    pub failure: Option<String>,
+    /// After a rollback: the generation the group is pinned to until its
+    /// spec changes or a deploy names another image.
+    pub pinned: Option<String>,
+    /// The image `deploy` set, while it lasts.
+    pub deploy_image: Option<String>,
+}
+
 /// A metric sample, as `POST /v1/metrics` takes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricSample {
@@ -206,6 +240,15 @@ pub trait ControllerApi: Send + Sync + 'static {
         instance: &str,
         protected: bool,
     ) -> Result<InstanceView, ApiError>;
+    /// Rolls the group out to `image` (an override of the spec's image,
+    /// until the spec's group changes). Answers with the rollout's view.
+    async fn deploy(&self, group: &str, image: &str) -> Result<RolloutView, ApiError>;
+    /// During a rollout: back to the old generation at once. After one:
+    /// a rollout back to the previous generation. Nothing to go back to:
+    /// [`ApiError::Conflict`].
+    async fn rollback(&self, group: &str) -> Result<RolloutView, ApiError>;
+    /// The group's rollout now.
+    fn rollout(&self, group: &str) -> Result<RolloutView, ApiError>;
     /// Whether `token` (the bearer token as sent) is a valid API token.
     fn verify_token(&self, token: &str) -> bool;
     /// The Prometheus text exposition of the controller's own metrics

@@ -86,6 +86,7 @@ impl World {
             Parts {
                 clock: shared,
                 provider,
+                load_balancing: None,
                 api_calls: Box::new(BTreeMap::new),
                 store,
                 session,

@@ -215,6 +215,42 @@ pub(crate) async fn provider(
     )))
 }
 
+/// The ELBv2 client for the spec's provider, for the rollouts of
+/// `endstate serve`; `None` when the spec declares no load balancers.
+/// Not governed: rollouts make a few calls a second at most.
+pub(crate) async fn load_balancing(
+    spec: &Spec,
+    spec_file: &Path,
+) -> Result<Option<Arc<dyn endstate_provider::elbv2::LoadBalancing>>> {
+    if spec.load_balancers.is_empty() {
+        return Ok(None);
+    }
+    let client = match &spec.provider {
+        endstate_model::Provider::Aws {
+            region,
+            endpoint,
+            profile,
+        } => {
+            let mut config = Ec2Config::new(region.clone());
+            config.endpoint = endpoint.clone();
+            config.profile = profile.clone();
+            endstate_provider::elbv2::Elbv2Client::new(config).await?
+        }
+        endstate_model::Provider::Local { region, dir } => {
+            let base = spec_file.parent().unwrap_or(Path::new("."));
+            let dir = crate::cloud::resolve_dir(None, dir.as_deref().map(|d| (base, d)))?;
+            let cloud = crate::cloud::ensure_running(&dir, region, true)?;
+            endstate_provider::elbv2::Elbv2Client::with_static_credentials(
+                Ec2Config::new(cloud.info.region.clone()).with_endpoint(cloud.info.url.clone()),
+                cloud.credentials.access_key_id.clone(),
+                cloud.credentials.secret_access_key.clone(),
+                None,
+            )?
+        }
+    };
+    Ok(Some(Arc::new(client)))
+}
+
 pub(crate) fn state_path(spec: &SpecArgs, state: &StateArgs) -> PathBuf {
     state.state.clone().unwrap_or_else(|| {
         spec.file

@@ -24,7 +24,9 @@ use serde_json::json;
 
 use crate::args::{ApiArgs, GroupCommand, MetricCommand, SpecArgs, StateArgs, TokenCommand};
 use crate::cloud::write_private;
-use crate::commands::{load_spec, open_store, provider, state_path, stop_signal, LEASE};
+use crate::commands::{
+    load_balancing, load_spec, open_store, provider, state_path, stop_signal, LEASE,
+};
 
 /// What a running controller writes beside the state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +123,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Arc::clone(&clock),
     )
     .await?;
+    let load_balancing = load_balancing(&spec, &args.spec.file).await?;
     let state = state_path(&args.spec, &args.state);
     let store = open_store(&state, Arc::clone(&clock))?;
     let session = match Session::begin(
@@ -167,6 +170,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Parts {
             clock,
             provider: governor,
+            load_balancing,
             api_calls: Box::new(move || calls.stats().calls),
             store,
             session: Arc::clone(&session),

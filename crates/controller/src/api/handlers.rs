@@ -16,7 +16,8 @@ use super::events::{self, Follow};
 use super::input::{json_body, BadRequest, Query};
 use super::routes::{Endpoint, Route, Verb};
 use super::types::{
-    health_report, Healthz, MetricsAccepted, MetricsRequest, PauseRequest, ProtectionRequest,
+    health_report, DeployRequest, Healthz, MetricsAccepted, MetricsRequest, PauseRequest,
+    ProtectionRequest,
 };
 use super::{json, AppState, Failure, OPENAPI_JSON};
 use crate::view::{ApiError, ControllerApi, SpecSubmission};
@@ -60,6 +61,9 @@ pub(super) fn method_router(route: &Route) -> MethodRouter<AppState> {
         Endpoint::EventStream => to!(event_stream),
         Endpoint::Scaling => to!(scaling),
         Endpoint::Metrics => to!(metrics),
+        Endpoint::Deploy => to!(deploy),
+        Endpoint::Rollback => to!(rollback),
+        Endpoint::Rollout => to!(rollout),
     }
 }
 
@@ -161,6 +165,37 @@ async fn pause(
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_PAUSE_REASON.to_string());
     ok(&state.api.pause(&name, &reason).await?)
+}
+
+/// `POST /v1/groups/{group}/deploy`: accepted (202), the rollout runs in
+/// the group's reconcile loop.
+async fn deploy(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let name = path(name)?;
+    let request: DeployRequest = json_body(&bytes(body)?, "{\"image\": \"ami-...\"}", None)?;
+    let view = state.api.deploy(&name, &request.image).await?;
+    Ok(json(StatusCode::ACCEPTED, &view))
+}
+
+/// `POST /v1/groups/{group}/rollback`: accepted (202).
+async fn rollback(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let name = path(name)?;
+    let view = state.api.rollback(&name).await?;
+    Ok(json(StatusCode::ACCEPTED, &view))
+}
+
+async fn rollout(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let name = path(name)?;
+    ok(&blocking(&state, move |api| api.rollout(&name)).await??)
 }
 
 async fn resume(

@@ -42,6 +42,9 @@ pub enum Endpoint {
     EventStream,
     Scaling,
     Metrics,
+    Deploy,
+    Rollback,
+    Rollout,
 }
 
 /// One route of the API.
@@ -104,4 +107,22 @@ pub const ROUTES: &[Route] = &[
     route(Verb::Get, "/v1/events/stream", true, Endpoint::EventStream),
     route(Verb::Get, "/v1/scaling", true, Endpoint::Scaling),
     route(Verb::Post, "/v1/metrics", true, Endpoint::Metrics),
+    route(
+        Verb::Post,
+        "/v1/groups/{group}/deploy",
+        true,
+        Endpoint::Deploy,
+    ),
+    route(
+        Verb::Post,
+        "/v1/groups/{group}/rollback",
+        true,
+        Endpoint::Rollback,
+    ),
+    route(
+        Verb::Get,
+        "/v1/groups/{group}/rollout",
+        true,
+        Endpoint::Rollout,
+    ),
 ];

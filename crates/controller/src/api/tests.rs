@@ -16,8 +16,8 @@ use super::routes::{Endpoint, Route, Verb, ROUTES};
 use super::{build_router, serve, OPENAPI_JSON};
 use crate::client::{Client, ClientError, StreamRetry};
 use crate::view::{
-    ApiError, ControllerApi, EventView, GroupView, InstanceView, MetricSample, ScalingActivityView,
-    SpecSubmission, SpecView,
+    ApiError, ControllerApi, EventView, GroupView, InstanceView, MetricSample, RolloutView,
+    ScalingActivityView, SpecSubmission, SpecView,
 };
 
 const TOKEN: &str = "s3cret-token";
@@ -148,6 +148,24 @@ impl FakeController {
         } else {
             Err(ApiError::NotFound(format!("no group `{group}`")))
         }
+    }
+}
+
+fn fake_rollout(group: &str, phase: &str) -> RolloutView {
+    RolloutView {
+        group: group.into(),
+        phase: phase.into(),
+        strategy: "blue_green".into(),
+        trigger: Some("spec".into()),
+        from: Some("0a0a0a0a".into()),
+        to: "1b1b1b1b".into(),
+        weights: [("0a0a0a0a".to_string(), 90), ("1b1b1b1b".to_string(), 10)].into(),
+        started_at: Some("2026-11-27T21:00:00Z".into()),
+        switched_at: None,
+        last_event: Some("traffic_shifted".into()),
+        failure: None,
+        pinned: None,
+        deploy_image: None,
     }
 }
 
@@ -290,6 +308,29 @@ impl ControllerApi for FakeController {
         g.replacement_paused = Some(reason.to_string());
         Ok(g.clone())
     }
+    async fn deploy(&self, group: &str, image: &str) -> Result<RolloutView, ApiError> {
+        self.known(group)?;
+        if image.is_empty() {
+            return Err(ApiError::Invalid("deploy: no image".into()));
+        }
+        let mut view = fake_rollout(group, "pending");
+        view.trigger = Some("deploy".into());
+        view.deploy_image = Some(image.to_string());
+        Ok(view)
+    }
+    async fn rollback(&self, group: &str) -> Result<RolloutView, ApiError> {
+        self.known(group)?;
+        if group == "db" {
+            return Err(ApiError::Conflict(format!(
+                "group {group} has nothing to roll back to"
+            )));
+        }
+        Ok(fake_rollout(group, "rolling_back"))
+    }
+    fn rollout(&self, group: &str) -> Result<RolloutView, ApiError> {
+        self.known(group)?;
+        Ok(fake_rollout(group, "canary"))
+    }
     async fn resume(&self, group: &str) -> Result<GroupView, ApiError> {
         self.known(group)?;
         let mut inner = self.inner.lock().unwrap();
@@ -396,6 +437,7 @@ fn sample_request(route: &Route) -> (String, Option<Value>) {
         Endpoint::SpecSubmit => Some(json!({"yaml": "project: shop\n"})),
         Endpoint::Pause => Some(json!({"reason": "maintenance"})),
         Endpoint::Protection => Some(json!({"protected": true})),
+        Endpoint::Deploy => Some(json!({"image": "ami-0123456789abcdef0"})),
         Endpoint::Metrics => {
             Some(json!({"samples": [{"group": "web", "metric": "cpu", "value": 50.0}]}))
         }
@@ -587,13 +629,18 @@ async fn every_route_answers_as_the_document_says() {
             .unwrap();
         let status = response.status().as_u16();
         let what = format!("{} {}", route.verb.as_str(), route.path);
-        assert_eq!(status, 200, "{what}");
+        // Accepted (202) for what runs on after the answer, else 200.
+        let expected = match route.endpoint {
+            Endpoint::Deploy | Endpoint::Rollback => 202,
+            _ => 200,
+        };
+        assert_eq!(status, expected, "{what}");
         let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
             .to_str()
             .unwrap()
             .to_string();
         let documented = doc["paths"][route.path][route.verb.as_str().to_lowercase()]["responses"]
-            ["200"]["content"]
+            [expected.to_string()]["content"]
             .as_object()
             .unwrap();
         let media = documented.keys().next().unwrap();
@@ -717,6 +764,23 @@ async fn the_client_reads_every_view() {
 
     let protected = client.set_protection("web", "i-1", true).await.unwrap();
     assert!(protected.protected);
+
+    let deployed = client.deploy("web", "ami-0123456789abcdef0").await.unwrap();
+    assert_eq!(
+        (deployed.phase.as_str(), deployed.deploy_image.as_deref()),
+        ("pending", Some("ami-0123456789abcdef0"))
+    );
+    assert_eq!(client.rollout("web").await.unwrap().weights["1b1b1b1b"], 10);
+    assert_eq!(client.rollback("web").await.unwrap().phase, "rolling_back");
+    match client.rollback("db").await {
+        Err(ClientError::Api {
+            status, message, ..
+        }) => {
+            assert_eq!(status, 409);
+            assert!(message.contains("nothing to roll back to"), "{message}");
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
 
     let health = client.health().await.unwrap();
     assert_eq!(health[0].group, "web");

@@ -27,6 +27,14 @@ pub struct PauseRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/groups/{group}/deploy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The image to roll the group out to (`ami-…`).
+    pub image: String,
+}
+
 /// `PUT /v1/groups/{group}/instances/{instance}/protection`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

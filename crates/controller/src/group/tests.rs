@@ -45,6 +45,7 @@ fn group(min: u32, desired: u32, max: u32) -> Group {
         scaling: Default::default(),
         load_balancer: None,
         rollout: None,
+        roles: Vec::new(),
     }
 }
 
