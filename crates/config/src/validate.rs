@@ -21,6 +21,10 @@ pub struct ValidationError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// The resource's index in [`declared`]'s list, so that a caller
+    /// holding positions (the spec loader) can point at it even when two
+    /// resources share an id.
+    pub index: usize,
 }
 
 /// A resource with the role that declares it.
@@ -56,6 +60,7 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
         let id = declared.resource.id();
         if let Some(first) = index.get(&id) {
             errors.push(error(
+                position,
                 declared,
                 "name",
                 format!(
@@ -66,7 +71,7 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
         } else {
             index.insert(id, position);
         }
-        check_fields(declared, &mut errors);
+        check_fields(position, declared, &mut errors);
     }
 
     // Edges point from a resource to those that must come before it.
@@ -75,6 +80,7 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
         for (i, target) in declared.resource.requires().iter().enumerate() {
             match index.get(target) {
                 Some(&other) if other == position => errors.push(error(
+                    position,
                     declared,
                     &format!("requires[{i}]"),
                     "a resource cannot require itself".to_string(),
@@ -83,6 +89,7 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
                     before[position].insert(other);
                 }
                 None => errors.push(error(
+                    position,
                     declared,
                     &format!("requires[{i}]"),
                     format!("no resource '{target}'"),
@@ -93,12 +100,14 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
             match index.get(target) {
                 Some(&other) if !matches!(resources[other].resource, Resource::Service(_)) => {
                     errors.push(error(
+                        position,
                         declared,
                         &format!("notify[{i}]"),
                         format!("'{target}' is not a service: only services can be notified"),
                     ))
                 }
                 Some(&other) if other == position => errors.push(error(
+                    position,
                     declared,
                     &format!("notify[{i}]"),
                     "a service cannot notify itself".to_string(),
@@ -107,6 +116,7 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
                     before[other].insert(position);
                 }
                 None => errors.push(error(
+                    position,
                     declared,
                     &format!("notify[{i}]"),
                     format!("no resource '{target}'"),
@@ -123,6 +133,7 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
             let names: Vec<String> = cycle.iter().map(|&i| resources[i].resource.id()).collect();
             let first = &resources[cycle[0]];
             Err(vec![error(
+                cycle[0],
                 first,
                 "requires",
                 format!("dependency cycle: {}", names.join(" -> ")),
@@ -131,8 +142,9 @@ pub fn validate(roles: &[Role]) -> Result<Vec<usize>, Vec<ValidationError>> {
     }
 }
 
-fn error(declared: &Declared<'_>, field: &str, message: String) -> ValidationError {
+fn error(index: usize, declared: &Declared<'_>, field: &str, message: String) -> ValidationError {
     ValidationError {
+        index,
         role: declared.role.to_string(),
         resource: declared.resource.id(),
         field: field.to_string(),
@@ -192,9 +204,10 @@ fn order(before: &[BTreeSet<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     }
 }
 
-fn check_fields(declared: &Declared<'_>, errors: &mut Vec<ValidationError>) {
+fn check_fields(index: usize, declared: &Declared<'_>, errors: &mut Vec<ValidationError>) {
     let resource = declared.resource;
-    let mut push = |field: &str, message: String| errors.push(error(declared, field, message));
+    let mut push =
+        |field: &str, message: String| errors.push(error(index, declared, field, message));
     if resource.name().is_empty() {
         push("name", "must not be empty".to_string());
     }
@@ -216,7 +229,8 @@ fn check_fields(declared: &Declared<'_>, errors: &mut Vec<ValidationError>) {
         }
         _ => {}
     }
-    let mut push = |field: &str, message: String| errors.push(error(declared, field, message));
+    let mut push =
+        |field: &str, message: String| errors.push(error(index, declared, field, message));
     let mode = match resource {
         Resource::File(file) => file.mode.as_deref(),
         Resource::Directory(directory) => directory.mode.as_deref(),
@@ -353,6 +367,9 @@ mod tests {
                 "role web: exec:e: notify[0]: 'file:a' is not a service: only services can be notified",
             ]
         );
+        // Each error names the resource by its place too: the duplicate is the second.
+        let indices: Vec<usize> = errors.iter().map(|e| e.index).collect();
+        assert_eq!(indices, [0, 1, 1, 0, 2]);
     }
 
     #[test]

@@ -64,8 +64,10 @@ fn spec(desired: u32) -> Arc<Spec> {
             scaling: Default::default(),
             load_balancer: None,
             rollout: None,
+            roles: Vec::new(),
         }],
         hash: "hash".into(),
+        roles: Default::default(),
     })
 }
 

@@ -28,6 +28,21 @@
 //!   web-lb:
 //!     port: 8080                     # the listener's port, required; one per load balancer
 //!     deregistration_delay: 30       # seconds, 0..=3600 (default 300)
+//! roles:                             # name -> role, configured on the instances of groups listing it
+//!   web:
+//!     resources:                     # kinds: file, directory, template, package, service, user, group, exec
+//!       - { kind: package, name: nginx }
+//!       - kind: template             # minijinja ({{ }} is left alone); sees facts, tags, metadata, vars
+//!         name: site
+//!         path: /etc/nginx/conf.d/site.conf
+//!         template: "listen {{ vars.port }};"
+//!         vars: { port: 80 }
+//!         mode: "0644"
+//!         requires: ['package:nginx']   # ids, kind:name, unique across roles
+//!         notify: ['service:nginx']     # restarted only when this changed
+//!       - { kind: file, name: key, path: /etc/key, content: '${secret.db_password}' }   # secrets: content, template, vars, command, onlyif, unless
+//!       - { kind: exec, name: init, command: nginx -t, creates: /etc/nginx/ok }   # guards: creates, onlyif, unless
+//!       - { kind: service, name: nginx }
 //! groups:                            # name ([a-z0-9-]{1,40}) -> group
 //!   web:
 //!     image: ${var.ami}              # ami- and 8 or 17 hex digits
@@ -67,6 +82,7 @@
 //!       scheduled:                   # names unique; sets at least one of min, max, desired
 //!         - { name: evening, cron: 0 19 * * 1-5, time_zone: Europe/Berlin, min: 0, desired: 0 }
 //!     load_balancer: { name: web-lb, port: 8000 }   # one group per LB; port: the instances' traffic port
+//!     roles: [web]                   # names under roles:, in the order they apply; version: Group::roles_hash
 //!     rollout:                       # needs load_balancer; default rolling with 25% / 25%
 //!       strategy: blue_green         # or rolling, required
 //!       canary: [10, 50]             # blue_green: % of requests to the new generation, increasing, 1..=99
@@ -94,12 +110,17 @@
 //! literal `${`, and `${...}` not of the form `${word.word}` (a shell's
 //! `${HOME}`) is left as it is. An explicit `null` in an overlay unsets an
 //! optional value.
+//!
+//! An environment's `roles:` adds roles or replaces a role's `resources`
+//! list whole. [`load_roles`] reads the `roles:` of a standalone file (or
+//! of a spec) for `endstate config apply`.
 
 mod cloud_config;
 mod diagnostic;
 pub mod health;
 mod interpolate;
 mod load;
+pub mod roles;
 pub mod rollout;
 mod schema;
 mod starter;
@@ -108,9 +129,11 @@ mod user_data;
 
 pub use cloud_config::needs_quotes as yaml11_needs_quotes;
 pub use diagnostic::{Diagnostic, Diagnostics};
+/// The configuration engine whose [`config::Role`]s the `roles:` section holds.
+pub use endstate_config as config;
 /// The auto-scaling crate whose policy types [`Scaling`] holds.
 pub use endstate_scaling as scaling;
-pub use load::{load, load_str, MAX_CAPACITY, MAX_USER_TAGS};
+pub use load::{load, load_roles, load_roles_str, load_str, MAX_CAPACITY, MAX_USER_TAGS};
 pub use rollout::{Amount, GroupLoadBalancer, LoadBalancerSpec, Rollout, Strategy};
 pub use schema::json_schema;
 pub use starter::starter_spec;

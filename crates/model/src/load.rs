@@ -2,11 +2,12 @@
 //! `marked-yaml` so that every node keeps its position, overlays the chosen
 //! environment on the marked tree (so errors still point where a value was
 //! written), interpolates `${var.*}` / `${secret.*}`, and validates, collecting
-//! every problem instead of stopping at the first.
+//! every problem instead of stopping at the first. The `roles:` section
+//! (and [`load_roles`], a roles file on its own) is in [`role_section`].
 //!
 //! It reads files (the spec, user data files) and checks that secrets could
 //! be resolved, but never reads a secret's value: that happens at apply time
-//! in [`UserData::render`].
+//! in [`UserData::render`] and [`crate::roles::resolve_secrets`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,13 @@ use crate::{
     Capacity, Diagnostic, Diagnostics, DisruptionBudget, Group, MetadataOptions, Provider,
     RootVolume, Scaling, SecretRef, Spec, UserData, UserDataPart, Zone,
 };
+use endstate_config::Role;
 use endstate_scaling::schedule::{ScheduleError, ScheduledAction, ScheduledActionConfig};
 use endstate_scaling::step::{AdjustmentType, StepAdjustment, StepConfigError, StepScalingConfig};
 use endstate_scaling::target::TargetTrackingConfig;
 use endstate_scaling::tz::TimeZone;
+
+pub(crate) mod role_section;
 
 /// Reads, overlays, interpolates and validates the spec at `path`. User data
 /// files and `file:` secrets are relative to the spec's directory.
@@ -57,6 +61,51 @@ pub fn load_str(
     base_dir: &Path,
     environment: Option<&str>,
 ) -> Result<Spec, Diagnostics> {
+    run(source, file_name, base_dir, |loader, root| {
+        loader.spec(root, environment)
+    })
+}
+
+/// Reads the roles of a standalone roles file, for `endstate config
+/// apply FILE`: a YAML mapping with a `roles:` section, using `variables:`
+/// and `secrets:` when it has them. A spec file works too: its other
+/// sections must be spec sections but are not checked.
+pub fn load_roles(path: &Path) -> Result<BTreeMap<String, Role>, Diagnostics> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the roles file: {e}"),
+            expected: None,
+        }])
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    load_roles_str(&source, path, &base_dir)
+}
+
+/// [`load_roles`] for a document already in memory.
+pub fn load_roles_str(
+    source: &str,
+    file_name: &Path,
+    base_dir: &Path,
+) -> Result<BTreeMap<String, Role>, Diagnostics> {
+    run(source, file_name, base_dir, |loader, root| {
+        loader.roles_document(root)
+    })
+}
+
+/// Parses `source` and hands its root to `read`; every diagnostic, sorted
+/// by place, when there is any.
+fn run<T>(
+    source: &str,
+    file_name: &Path,
+    base_dir: &Path,
+    read: impl FnOnce(&mut Loader<'_>, Node) -> Option<T>,
+) -> Result<T, Diagnostics> {
     // Editors do not count a byte order mark as a column, and YAML ignores it.
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let mut loader = Loader {
@@ -73,14 +122,16 @@ pub fn load_str(
         region: None,
         load_balancer_names: Vec::new(),
         load_balancer_users: BTreeMap::new(),
+        role_names: Vec::new(),
+        roles: None,
     };
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .prevent_coercion(true);
-    let spec = match marked_yaml::parse_yaml_with_options(0, source, options) {
+    let value = match marked_yaml::parse_yaml_with_options(0, source, options) {
         Ok(root) => {
             loader.second_document();
-            loader.spec(root, environment)
+            read(&mut loader, root)
         }
         Err(e) => {
             loader.syntax_error(&e);
@@ -88,8 +139,8 @@ pub fn load_str(
         }
     };
     let mut diagnostics = loader.diagnostics;
-    match spec {
-        Some(spec) if diagnostics.is_empty() => Ok(spec),
+    match value {
+        Some(value) if diagnostics.is_empty() => Ok(value),
         _ => {
             let spec_file = file_name.to_path_buf();
             diagnostics.sort_by(|a, b| {
@@ -105,6 +156,10 @@ pub fn load_str(
         }
     }
 }
+
+/// Where `${secret.*}` may stand.
+const SECRETS_ALLOWED: &str = "secrets in user_data script, file or cloud_config, \
+or in a role resource's content, template, vars, command, onlyif or unless";
 
 /// A place in a file, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +296,7 @@ const TOP_FIELDS: &[&str] = &[
     "variables",
     "secrets",
     "load_balancers",
+    "roles",
     "groups",
     "environments",
 ];
@@ -249,6 +305,7 @@ const OVERLAY_FIELDS: &[&str] = &[
     "variables",
     "secrets",
     "load_balancers",
+    "roles",
     "groups",
 ];
 const AWS_FIELDS: &[&str] = &["region", "endpoint", "profile"];
@@ -272,6 +329,7 @@ const GROUP_FIELDS: &[&str] = &[
     "scaling",
     "load_balancer",
     "rollout",
+    "roles",
 ];
 const CAPACITY_FIELDS: &[&str] = &["min", "desired", "max"];
 const ROOT_VOLUME_FIELDS: &[&str] = &["size_gib", "type"];
@@ -451,6 +509,11 @@ struct Loader<'s> {
     load_balancer_names: Vec<String>,
     /// Which group took each load balancer, and where it named it.
     load_balancer_users: BTreeMap<String, (String, Pos)>,
+    /// Every name under `roles:`, valid or not (a bad role is reported
+    /// there, not again where a group lists it).
+    role_names: Vec<String>,
+    /// The roles, once every one of them loaded and validated together.
+    roles: Option<BTreeMap<String, Role>>,
 }
 
 impl Loader<'_> {
@@ -638,8 +701,8 @@ impl Loader<'_> {
                             origin,
                             text,
                             offset,
-                            format!("`${{secret.{name}}}` is only allowed in user data"),
-                            Some("secrets in user_data script, file or cloud_config".to_string()),
+                            format!("`${{secret.{name}}}` is only allowed in user data and role contents"),
+                            Some(SECRETS_ALLOWED.to_string()),
                         );
                         continue;
                     }
@@ -906,6 +969,11 @@ impl Loader<'_> {
             self.secrets(node, key);
         }
         // Before the groups, which name them.
+        let roles = match top.get("roles") {
+            Some((key, node)) => self.roles_section(node, key),
+            None => Some(BTreeMap::new()),
+        };
+        self.roles.clone_from(&roles);
         let load_balancers = match top.get("load_balancers") {
             Some((key, node)) => self.load_balancers(node, key),
             None => Some(Vec::new()),
@@ -919,6 +987,7 @@ impl Loader<'_> {
         };
         let mut spec = Spec {
             load_balancers: load_balancers?,
+            roles: roles?,
             project: project?,
             environment: environment.unwrap_or("default").to_string(),
             provider: provider?,
@@ -1372,6 +1441,10 @@ impl Loader<'_> {
             (None, Some(Some(_))) => Some(Some(Rollout::default_rolling())),
             (None, _) => Some(None),
         };
+        let roles = match f.get("roles") {
+            Some((k, n)) => self.group_roles(n, k, &name),
+            None => Some(Vec::new()),
+        };
 
         ok.then_some(())?;
         Some(Group {
@@ -1393,6 +1466,7 @@ impl Loader<'_> {
             scaling: scaling?,
             load_balancer: load_balancer?,
             rollout: rollout?,
+            roles: roles?,
         })
     }
 
@@ -2925,6 +2999,7 @@ fn spec_hash(spec: &Spec) -> String {
         "provider": spec.provider,
         "groups": spec.groups,
         "load_balancers": spec.load_balancers,
+        "roles": spec.roles,
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Value};
 
+use crate::load::role_section::{kind_names, KindFields, Shape, KINDS, ROLE_NAME_PATTERN};
 use crate::load::VOLUME_TYPES;
 
 /// The JSON Schema of a spec file.
@@ -359,9 +360,17 @@ pub fn json_schema() -> Value {
             "replacement_brake": replacement_brake,
             "scaling": scaling,
             "load_balancer": group_load_balancer,
-            "rollout": rollout
+            "rollout": rollout,
+            "roles": {
+                "description": "Roles (under roles) configured on the group's instances, in this order; each once.",
+                "type": "array",
+                "uniqueItems": true,
+                "items": { "type": "string" }
+            }
         }
     });
+
+    let role = roles_schema(&var_ref, &int(0, u64::from(u32::MAX)));
 
     let provider = json!({
         "type": "object",
@@ -408,13 +417,19 @@ pub fn json_schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "required": ["project", "provider", "groups"],
-        "definitions": { "group": group, "name": name },
+        "definitions": { "group": group, "name": name, "role": role },
         "properties": {
             "project": { "$ref": "#/definitions/name" },
             "provider": provider,
             "variables": variables,
             "secrets": secrets,
             "load_balancers": load_balancers,
+            "roles": {
+                "description": "name -> role: resources configured on the instances of the groups that list it.",
+                "type": "object",
+                "propertyNames": { "pattern": ROLE_NAME_PATTERN },
+                "additionalProperties": { "$ref": "#/definitions/role" }
+            },
             "groups": {
                 "type": "object",
                 "propertyNames": { "$ref": "#/definitions/name" },
@@ -435,11 +450,74 @@ pub fn json_schema() -> Value {
                             "type": "object",
                             "additionalProperties": { "type": "object" }
                         },
+                        "roles": {
+                            "description": "A role here replaces its base's resources list whole, or adds a role.",
+                            "type": "object",
+                            "additionalProperties": { "type": ["object", "null"] }
+                        },
                         "groups": {
                             "type": "object",
                             "additionalProperties": { "type": "object" }
                         }
                     }
+                }
+            }
+        }
+    })
+}
+
+/// A role: `{ resources: [...] }`, each resource one of the kinds of
+/// `endstate-config` with exactly its fields (the loader's table).
+fn roles_schema(var_ref: &Value, id: &Value) -> Value {
+    let resources: Vec<Value> = KINDS
+        .iter()
+        .map(
+            |KindFields {
+                 kind,
+                 fields,
+                 required,
+             }| {
+                let mut properties = serde_json::Map::new();
+                properties.insert("kind".to_string(), json!({ "const": kind }));
+                for (field, shape) in fields.iter() {
+                    let schema = match (shape, *field) {
+                        // YAML 1.1 readers take an unquoted 0644 for an integer.
+                        (Shape::Text, "mode") => json!({ "type": ["string", "integer"] }),
+                        (Shape::Text, "version") => json!({ "type": ["string", "number"] }),
+                        (Shape::Text | Shape::SecretText, _) => json!({ "type": "string" }),
+                        (Shape::List, _) => {
+                            json!({ "type": "array", "items": { "type": "string" } })
+                        }
+                        (Shape::Bool, _) => json!({ "anyOf": [{ "type": "boolean" }, var_ref] }),
+                        (Shape::Id | Shape::Seconds, _) => id.clone(),
+                        (Shape::Ensure, _) => json!({ "enum": ["running", "stopped"] }),
+                        (Shape::Vars, _) => json!({ "type": "object" }),
+                    };
+                    properties.insert((*field).to_string(), schema);
+                }
+                let mut all_required = vec!["kind", "name"];
+                all_required.extend(required.iter().copied());
+                json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": all_required,
+                    "properties": properties
+                })
+            },
+        )
+        .collect();
+    json!({
+        "description": format!("Resources, each of a kind: {}. requires and notify name ids, kind:name.", kind_names().join(", ")),
+        "type": ["object", "null"],
+        "additionalProperties": false,
+        "properties": {
+            "resources": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": { "kind": { "enum": kind_names() } },
+                    "oneOf": resources
                 }
             }
         }

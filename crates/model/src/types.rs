@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use endstate_config::Role;
 use endstate_scaling::schedule::ScheduledActionConfig;
 use endstate_scaling::step::StepScalingConfig;
 use endstate_scaling::target::TargetTrackingConfig;
@@ -43,6 +44,11 @@ pub struct Spec {
     pub groups: Vec<Group>,
     /// The load balancers groups name (`load_balancers:`), by name order.
     pub load_balancers: Vec<LoadBalancerSpec>,
+    /// The roles groups list (`roles:`), by name. Their string values may
+    /// hold secret placeholders (see [`crate::roles`]), never values.
+    /// Absent in JSON written before roles existed.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
     /// A hash over the resolved spec (secrets as references, not values).
     pub hash: String,
 }
@@ -68,6 +74,18 @@ pub enum Provider {
         /// `$ENDSTATE_CLOUD_DIR`, else the user's data directory.
         dir: Option<String>,
     },
+}
+
+impl Spec {
+    /// The roles `group` lists, in its order; a name the spec does not
+    /// declare (impossible in a loaded spec) is skipped.
+    pub fn group_roles(&self, group: &Group) -> Vec<&Role> {
+        group
+            .roles
+            .iter()
+            .filter_map(|name| self.roles.get(name))
+            .collect()
+    }
 }
 
 impl Provider {
@@ -218,6 +236,14 @@ pub struct Group {
     /// disruption budget), [`Rollout::default_rolling`] when the spec has a
     /// load balancer but no `rollout:`.
     pub rollout: Option<Rollout>,
+    /// The roles (names under the spec's `roles:`) configured on the
+    /// group's instances, in the order the group lists them (the engine's
+    /// tie-break between resources). Their version is
+    /// [`Group::roles_hash`], not part of [`Group::launch_hash`]: a role
+    /// change is pushed to or pulled by running instances, not a reason
+    /// for new ones.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// A group's auto-scaling policies, in the types of `endstate-scaling`
@@ -256,6 +282,21 @@ impl Group {
             "user_data": self.user_data.as_ref().map(|u| &u.template_hash),
         });
         let digest = Sha256::digest(launch.to_string().as_bytes());
+        hex::encode(&digest[..8])
+    }
+
+    /// The version of the group's configuration: a hash of the roles it
+    /// lists, in order, as `roles` declares them (secrets as references,
+    /// so a secret's new value is not a new version, as for user data).
+    /// Empty roles hash too, so that dropping the last role is a change.
+    pub fn roles_hash(&self, roles: &BTreeMap<String, Role>) -> String {
+        use sha2::{Digest, Sha256};
+        let listed: Vec<(&String, Option<&Role>)> = self
+            .roles
+            .iter()
+            .map(|name| (name, roles.get(name)))
+            .collect();
+        let digest = Sha256::digest(serde_json::json!(listed).to_string().as_bytes());
         hex::encode(&digest[..8])
     }
 

@@ -34,6 +34,10 @@ pub enum SecretError {
     /// The rendered user data does not fit even after gzip.
     #[error("{}", oversize_message(*.bytes, *.gzip_bytes))]
     UserDataTooLarge { bytes: usize, gzip_bytes: usize },
+    /// A role could not be rebuilt after its secrets were resolved (its
+    /// shape does not change, so this is not expected).
+    #[error("role {role}: cannot rebuild it with its secrets resolved")]
+    RoleShape { role: String },
     /// gzip itself failed (it writes to memory, so this is not expected).
     #[error("cannot gzip user data: {0}")]
     Gzip(#[source] std::io::Error),

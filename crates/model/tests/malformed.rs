@@ -73,9 +73,9 @@ groups:
 ",
             None,
             r#"spec.yaml:5:1: error: unknown field `projekt` (did you mean `project`?)
-  expected: one of project, provider, variables, secrets, load_balancers, groups, environments
+  expected: one of project, provider, variables, secrets, load_balancers, roles, groups, environments
 spec.yaml:12:5: error: unknown field `colour` in group `web`
-  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling, load_balancer, rollout"#,
+  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling, load_balancer, rollout, roles"#,
         ),
         (
             "wrong types",
@@ -178,8 +178,8 @@ groups:
             None,
             r#"spec.yaml:9:12: error: unknown variable `ami`
   expected: a name declared under `variables:` (none are)
-spec.yaml:13:17: error: `${secret.pw}` is only allowed in user data
-  expected: secrets in user_data script, file or cloud_config"#,
+spec.yaml:13:17: error: `${secret.pw}` is only allowed in user data and role contents
+  expected: secrets in user_data script, file or cloud_config, or in a role resource's content, template, vars, command, onlyif or unless"#,
         ),
         (
             "bad tag keys",
@@ -485,7 +485,7 @@ environments:
         body,
         Some("dev"),
         "spec.yaml:8:5: error: unknown field `capacity` in environments.prod
-  expected: one of provider, variables, secrets, load_balancers, groups",
+  expected: one of provider, variables, secrets, load_balancers, roles, groups",
         &mut failures,
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

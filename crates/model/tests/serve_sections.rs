@@ -281,7 +281,7 @@ fn each_kind_of_bad_input_is_one_error_where_it_was_written() {
     replacment_brake: { window: 60 }
 ",
             "spec.yaml:{1}:5: error: unknown field `replacment_brake` in group `web` (did you mean `replacement_brake`?)
-  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling, load_balancer, rollout",
+  expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling, load_balancer, rollout, roles",
         ),
         (
             "timeout not below interval",

@@ -614,6 +614,7 @@ mod tests {
             },
             groups,
             hash: "h".into(),
+            roles: Default::default(),
         }
     }
 
@@ -646,6 +647,7 @@ mod tests {
             scaling: Default::default(),
             load_balancer: None,
             rollout: None,
+            roles: Vec::new(),
         }
     }
 

@@ -72,6 +72,7 @@ fn group(rng: &mut Rng, name: &str) -> Group {
         scaling: Default::default(),
         load_balancer: None,
         rollout: None,
+        roles: Vec::new(),
     }
 }
 
@@ -113,6 +114,7 @@ fn world(seed: u64) -> (Spec, Observed) {
         },
         groups: groups.clone(),
         hash: "h".into(),
+        roles: Default::default(),
     };
     let mut instances = Vec::new();
     let gone = {

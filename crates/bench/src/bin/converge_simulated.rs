@@ -61,8 +61,10 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
             scaling: Default::default(),
             load_balancer: None,
             rollout: None,
+            roles: Vec::new(),
         }],
         hash: "bench".into(),
+        roles: Default::default(),
     })
 }
 

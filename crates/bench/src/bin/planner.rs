@@ -53,9 +53,11 @@ fn spec(groups: usize, per_group: u32) -> Spec {
                 scaling: Default::default(),
                 load_balancer: None,
                 rollout: None,
+                roles: Vec::new(),
             })
             .collect(),
         hash: "bench".into(),
+        roles: Default::default(),
     }
 }
 

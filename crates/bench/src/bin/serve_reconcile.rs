@@ -79,6 +79,7 @@ fn spec(groups: u32, size: u32, image: &str) -> Spec {
         scaling: Default::default(),
         load_balancer: None,
         rollout: None,
+        roles: Vec::new(),
     };
     Spec {
         load_balancers: Vec::new(),
@@ -91,6 +92,7 @@ fn spec(groups: u32, size: u32, image: &str) -> Spec {
         },
         groups: (0..groups).map(group).collect(),
         hash: "bench".into(),
+        roles: Default::default(),
     }
 }
 
@@ -282,6 +284,8 @@ async fn run(
         Parts {
             clock: clock.clone(),
             provider: governor.clone(),
+            // No load balancer in this benchmark's spec.
+            load_balancing: None,
             api_calls: Box::new(move || calls_gov.stats().calls),
             store,
             session,
