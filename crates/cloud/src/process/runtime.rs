@@ -392,6 +392,20 @@ impl ProcessRuntime {
             .bind(addr)
             .map_err(|e| format!("binding the metadata service to {addr}: {e}"))?;
         let listener = socket.listen(128).map_err(|e| e.to_string())?;
+        self.serve_on(id, listener)
+    }
+
+    /// Serves the metadata service on the socket that claimed the slot.
+    fn serve_metadata(&self, id: &str, socket: std::net::TcpListener) -> Result<Listener, String> {
+        let _entered = self.handle.enter();
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::from_std(socket).map_err(|e| e.to_string())?;
+        self.serve_on(id, listener)
+    }
+
+    fn serve_on(&self, id: &str, listener: tokio::net::TcpListener) -> Result<Listener, String> {
+        let _entered = self.handle.enter();
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let source: Arc<dyn MetadataSource> = Arc::new(Source {
             runtime: self.me.get().cloned().unwrap_or_default(),
         });
@@ -427,12 +441,25 @@ impl ProcessRuntime {
         let listening = endstate_imds::listening_on_host();
         let port = self.settings.imds_port;
         // Another cloud on this host hands out the same slots: skip the
-        // ones whose address anything listens on or whose uid runs anything.
+        // ones whose address anything listens on or whose uid runs anything,
+        // and claim the chosen one by binding its metadata port and keeping
+        // that socket as the instance's listener — so two clouds launching
+        // at once cannot both take an address between a check and a bind.
+        let claimed: std::cell::RefCell<Option<std::net::TcpListener>> =
+            std::cell::RefCell::new(None);
         let usable = |n: u32| {
             let address = slot_address(n);
-            !uids.contains(&(UID_BASE + n))
-                && !listening.contains(&std::net::IpAddr::V4(address))
-                && std::net::TcpListener::bind((address, port)).is_ok()
+            if uids.contains(&(UID_BASE + n)) || listening.contains(&std::net::IpAddr::V4(address))
+            {
+                return false;
+            }
+            match std::net::TcpListener::bind((address, port)) {
+                Ok(listener) => {
+                    *claimed.borrow_mut() = Some(listener);
+                    true
+                }
+                Err(_) => false,
+            }
         };
         let slot = match self.store.allocate_slot(id, layers, &usable) {
             Ok(slot) => slot,
@@ -457,7 +484,10 @@ impl ProcessRuntime {
         let made = self
             .prepare(id, slot, layers, user_data)
             .map_err(|e| format!("preparing the instance directory: {e}"))
-            .and_then(|()| self.start_listener(id, address))
+            .and_then(|()| match claimed.into_inner() {
+                Some(socket) => self.serve_metadata(id, socket),
+                None => self.start_listener(id, address),
+            })
             .and_then(|listener| {
                 if let Some(l) = self.lock().get_mut(id) {
                     l.imds = Some(listener);
