@@ -17,6 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::types::{
+    AgentConfig, AgentReport, AgentReportAccepted, AgentSessionRequest, AgentSessionResponse,
+    NonceResponse,
+};
+use crate::api::types::{
     DeployRequest, ErrorBody, GroupHealth, MetricsAccepted, MetricsRequest, PauseRequest,
     ProtectionRequest,
 };
@@ -676,6 +680,56 @@ impl SseParser {
             _ => {}
         }
         None
+    }
+}
+
+/// The agent routes (`endstate agent`): the same client, authenticating
+/// with an agent's session token instead of an API token.
+impl Client {
+    /// This client with `token` (an agent's session token) instead.
+    pub fn with_token(&self, token: impl Into<String>) -> Client {
+        Client {
+            token: token.into(),
+            ..self.clone()
+        }
+    }
+
+    pub async fn agent_nonce(&self) -> Result<NonceResponse, ClientError> {
+        self.send(
+            Method::POST,
+            "/v1/agent/nonce".into(),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn agent_session(
+        &self,
+        proof: &AgentSessionRequest,
+    ) -> Result<AgentSessionResponse, ClientError> {
+        self.send(Method::POST, "/v1/agent/session".into(), proof)
+            .await
+    }
+
+    /// The instance's configuration; with `after` its current version, the
+    /// server holds the request until it changes or up to its long-poll
+    /// limit, so the request may take `long_poll` plus a margin.
+    pub async fn agent_config(
+        &self,
+        after: Option<&str>,
+        long_poll: Duration,
+    ) -> Result<AgentConfig, ClientError> {
+        let path = with_query("/v1/agent/config", &[("after", after.map(str::to_string))]);
+        self.call(Method::GET, path, None, long_poll + Duration::from_secs(10))
+            .await
+    }
+
+    pub async fn agent_report(
+        &self,
+        report: &AgentReport,
+    ) -> Result<AgentReportAccepted, ClientError> {
+        self.send(Method::POST, "/v1/agent/report".into(), report)
+            .await
     }
 }
 

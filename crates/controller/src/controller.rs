@@ -46,6 +46,11 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::agent::{AgentRefusal, AgentService, Placement};
+use crate::api::types::{
+    AgentConfig, AgentReport, AgentReportAccepted, AgentSessionRequest, AgentSessionResponse,
+    NonceResponse,
+};
 use crate::events::{rfc3339_ms, EventLog, Record};
 use crate::group::{with_desired, GroupRuntime, Persisted};
 use crate::metrics::{Counters, Gauges, Samples};
@@ -80,6 +85,14 @@ pub struct Options {
     pub rollout_poll: Duration,
     /// Allow plans that remove more than half of a group, or a whole group.
     pub allow_mass_terminate: bool,
+    /// The cloud's Ed25519 public key that verifies the identity documents
+    /// agents present (`endstate cloud status` prints it); `None`: agents
+    /// are refused.
+    pub agent_identity_key: Option<[u8; 32]>,
+    /// Agents check in about this often (± 20%). Default 60 s.
+    pub agent_check_in: Duration,
+    /// The longest `GET /v1/agent/config` waits for a change. Default 30 s.
+    pub agent_long_poll: Duration,
 }
 
 impl Default for Options {
@@ -95,6 +108,9 @@ impl Default for Options {
             plan: PlanOptions::default(),
             rollout_poll: Duration::from_secs(1),
             allow_mass_terminate: false,
+            agent_identity_key: None,
+            agent_check_in: Duration::from_secs(60),
+            agent_long_poll: Duration::from_secs(30),
         }
     }
 }
@@ -173,6 +189,10 @@ struct Inner {
     consent_for: Mutex<Option<String>>,
     /// Set when the lease was lost: everything stops.
     failed: Mutex<Option<String>>,
+    /// Nonces, sessions and bindings of `endstate agent`s.
+    agents: AgentService,
+    /// Bumped whenever a new spec is in force, to wake agents' long polls.
+    spec_generation: watch::Sender<u64>,
 }
 
 /// The error a controller stopped with.
@@ -400,6 +420,16 @@ impl Controller {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "api".into());
         let spec = Arc::new(parts.spec);
+        let agent_key = parts.options.agent_identity_key;
+        let agent_check_in = parts.options.agent_check_in;
+        let agent_bindings: BTreeMap<String, String> = parts
+            .session
+            .group_states()
+            .await
+            .map_err(ControllerError::Exec)?
+            .get(crate::agent::BINDINGS_STATE_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
         let inner = Arc::new(Inner {
             events: EventLog::new(Arc::clone(&parts.session), Arc::clone(&parts.clock)),
             clock: parts.clock,
@@ -430,6 +460,8 @@ impl Controller {
             adopting: tokio::sync::Mutex::new(()),
             consent_for: Mutex::new(None),
             failed: Mutex::new(None),
+            agents: AgentService::new(agent_key, agent_check_in, agent_bindings),
+            spec_generation: watch::channel(0).0,
         });
         // Keep the cancel sender alive as long as the stop signal: shutdown
         // flips both.
@@ -1390,6 +1422,7 @@ impl Inner {
             state.view = view.clone();
             state.schedules = schedules;
         }
+        self.spec_generation.send_modify(|g| *g += 1);
         let mut restart = Vec::new();
         let mut retired = Vec::new();
         let mut added = Vec::new();
@@ -1780,5 +1813,172 @@ impl ControllerApi for Controller {
 
     fn prometheus(&self) -> String {
         self.inner.counters.exposition(&self.inner.gauges())
+    }
+
+    async fn agent_nonce(&self) -> Result<NonceResponse, AgentRefusal> {
+        self.inner.agents.nonce(self.inner.clock.now())
+    }
+
+    async fn agent_session(
+        &self,
+        request: AgentSessionRequest,
+    ) -> Result<AgentSessionResponse, AgentRefusal> {
+        let inner = &self.inner;
+        let instance = inner.agents.verify_proof(&request, inner.clock.now())?;
+        let placement = inner.placement(&instance);
+        let (session, bindings) =
+            inner
+                .agents
+                .open_session(&instance, &request.agent_key, placement.as_ref())?;
+        if let Some(bindings) = bindings {
+            let value = serde_json::to_value(&bindings)
+                .map_err(|e| AgentRefusal::Internal(format!("agent bindings: {e}")))?;
+            inner
+                .session
+                .put_group_state(crate::agent::BINDINGS_STATE_KEY, value)
+                .await
+                .map_err(|e| AgentRefusal::Internal(format!("persisting agent bindings: {e}")))?;
+            inner
+                .events
+                .one(Record::new(
+                    session.group.clone(),
+                    "agent_bound",
+                    instance.clone(),
+                    format!("instance {instance} bound to its agent on first use"),
+                ))
+                .await;
+        }
+        Ok(session)
+    }
+
+    async fn agent_config(
+        &self,
+        token: &str,
+        after: Option<&str>,
+    ) -> Result<AgentConfig, AgentRefusal> {
+        let inner = &self.inner;
+        let instance = inner.agents.instance_of(token)?;
+        let mut generation = inner.spec_generation.subscribe();
+        let deadline = tokio::time::Instant::now()
+            + inner.agents.hold(&instance, inner.options.agent_long_poll);
+        loop {
+            generation.borrow_and_update();
+            let config = inner.agent_config(&instance)?;
+            if after != Some(config.version.as_str()) {
+                return Ok(config);
+            }
+            tokio::select! {
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return Ok(config);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Ok(config),
+            }
+        }
+    }
+
+    async fn agent_report(
+        &self,
+        token: &str,
+        report: AgentReport,
+    ) -> Result<AgentReportAccepted, AgentRefusal> {
+        let inner = &self.inner;
+        let instance = inner.agents.instance_of(token)?;
+        let group = inner
+            .placement(&instance)
+            .map(|p| p.group)
+            .unwrap_or_default();
+        let resources = &report.report.resources;
+        let changed = resources
+            .iter()
+            .filter(|r| r.status == endstate_config::report::Status::Changed)
+            .count();
+        let failed = resources
+            .iter()
+            .filter(|r| r.status == endstate_config::report::Status::Failed)
+            .count();
+        let ok = report.report.outcome == endstate_config::Outcome::Ok;
+        let kind = if ok {
+            "config_converged"
+        } else {
+            "config_failed"
+        };
+        let reason = if ok {
+            format!(
+                "instance {instance} converged configuration {}: {} resources, {changed} changed",
+                report.version,
+                resources.len()
+            )
+        } else {
+            format!(
+                "instance {instance} failed to converge configuration {}: {:?}, {failed} of {} resources failed",
+                report.version,
+                report.report.outcome,
+                resources.len()
+            )
+        };
+        inner
+            .events
+            .one(
+                Record::new(group, kind, instance.clone(), reason).with(json!({
+                    "version": report.version,
+                    "resources": resources.len(),
+                    "changed": changed,
+                    "failed": failed,
+                    "errors": report.report.errors.len(),
+                    "duration_ms": report.report.duration_ms,
+                })),
+            )
+            .await;
+        Ok(AgentReportAccepted {
+            recorded: kind.to_string(),
+        })
+    }
+}
+
+impl Inner {
+    /// Where `instance` is, at the last observation.
+    fn placement(&self, instance: &str) -> Option<Placement> {
+        let spec = self.spec();
+        let groups = lock(&self.groups);
+        groups.iter().find_map(|(name, runtime)| {
+            runtime
+                .instances
+                .iter()
+                .find(|i| i.id == instance)
+                .map(|i| Placement {
+                    group: name.clone(),
+                    state: i.state.as_str().to_string(),
+                    has_roles: spec
+                        .groups
+                        .iter()
+                        .any(|g| g.name == *name && !g.roles.is_empty()),
+                })
+        })
+    }
+
+    /// The configuration `instance` is served now; its sessions end when
+    /// it may have none.
+    fn agent_config(&self, instance: &str) -> Result<AgentConfig, AgentRefusal> {
+        let placement = self.placement(instance);
+        let placement = match crate::agent::admit(instance, placement.as_ref()) {
+            Ok(placement) => placement.clone(),
+            Err(refusal) => {
+                // A session belongs to an instance that was observed in a
+                // group with roles: one now refused, or gone, loses it.
+                self.agents.end_sessions(instance);
+                return Err(refusal);
+            }
+        };
+        let (version, roles, redact) = crate::agent::group_roles(&self.spec(), &placement.group)?;
+        Ok(AgentConfig {
+            instance_id: instance.to_string(),
+            check_in_seconds: self.agents.check_in(instance, &version).as_secs_f64(),
+            group: placement.group,
+            version,
+            roles,
+            redact,
+        })
     }
 }

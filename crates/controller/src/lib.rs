@@ -5,12 +5,15 @@
 //!   activity) and the [`view::ControllerApi`] trait the HTTP API serves;
 //! - [`api`]: the HTTP API (axum) over that trait: bearer tokens, the
 //!   OpenAPI document, server-sent events, Prometheus metrics;
-//! - [`client`]: the API's client, for the CLI.
+//! - [`client`]: the API's client, for the CLI;
+//! - [`agent`]: what `endstate agent` is served: nonces, sessions proved by
+//!   an instance's identity, check-in schedules.
 //!
 //! This crate does not parse the spec (`model`), plan (`plan`), or call EC2
 //! itself (`exec` and `provider` do): it decides when to reconcile and what
 //! health and scaling change, and records why.
 
+pub mod agent;
 pub mod api;
 pub mod client;
 pub mod controller;

@@ -8,6 +8,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentRefusal;
+use crate::api::types::{
+    AgentConfig, AgentReport, AgentReportAccepted, AgentSessionRequest, AgentSessionResponse,
+    NonceResponse,
+};
+
 /// One group as the controller sees it now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupView {
@@ -255,4 +261,36 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// (reconcile durations, API calls and throttles by action, instances by
     /// group and state, health check results).
     fn prometheus(&self) -> String;
+
+    // The agent routes ([`crate::agent`]); a controller without them
+    // refuses every agent.
+
+    /// A fresh single-use nonce for an agent's proof.
+    async fn agent_nonce(&self) -> Result<NonceResponse, AgentRefusal> {
+        Err(AgentRefusal::not_served())
+    }
+    /// Opens a session for the instance the request proves.
+    async fn agent_session(
+        &self,
+        _request: AgentSessionRequest,
+    ) -> Result<AgentSessionResponse, AgentRefusal> {
+        Err(AgentRefusal::not_served())
+    }
+    /// The configuration of `token`'s instance; when `after` is its
+    /// current version, waits (up to the long-poll limit) for another.
+    async fn agent_config(
+        &self,
+        _token: &str,
+        _after: Option<&str>,
+    ) -> Result<AgentConfig, AgentRefusal> {
+        Err(AgentRefusal::not_served())
+    }
+    /// Records a run's outcome as an event (counts, not content).
+    async fn agent_report(
+        &self,
+        _token: &str,
+        _report: AgentReport,
+    ) -> Result<AgentReportAccepted, AgentRefusal> {
+        Err(AgentRefusal::not_served())
+    }
 }

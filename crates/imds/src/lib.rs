@@ -29,5 +29,5 @@ pub use metadata::{is_servable_tag_key, InstanceMetadata, MetadataSource};
 pub use server::{
     app, scoped_app, serve, ImdsError, ListenerScope, Running, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER,
 };
-pub use signer::{open_envelope, verify, SignatureError, Signer};
+pub use signer::{is_valid_nonce, open_envelope, verify, verify_nonce, SignatureError, Signer};
 pub use token::MAX_TTL_SECONDS;

@@ -121,6 +121,11 @@ fn dynamic(segments: &[&str], instance: &InstanceMetadata, signer: &Signer) -> O
         ["instance-identity", "document"] => leaf(instance.identity_document()),
         ["instance-identity", "signature"] => leaf(signer.sign(&instance.identity_document())),
         ["instance-identity", "pkcs7"] => leaf(signer.seal(&instance.identity_document())),
+        // endstate's own leaf, not EC2's: the caller's nonce signed with the
+        // instance id, which only a process of the instance can obtain.
+        ["instance-identity", "nonce", nonce] if crate::signer::is_valid_nonce(nonce) => {
+            leaf(signer.sign_nonce(&instance.instance_id, nonce))
+        }
         _ => None,
     }
 }
@@ -189,6 +194,33 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(body(path, &instance).as_deref(), *expected, "{path}");
         }
+    }
+
+    #[test]
+    fn a_nonce_is_signed_with_the_instance_id() {
+        let instance = sample();
+        let signer = Signer::from_bytes(&[3u8; 32]);
+        let nonce = "0123456789abcdef-_";
+        let body = body(
+            &format!("/latest/dynamic/instance-identity/nonce/{nonce}"),
+            &instance,
+        )
+        .unwrap();
+        crate::verify_nonce(
+            &instance.instance_id,
+            nonce,
+            &body,
+            &signer.public_key_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            body_of("/latest/dynamic/instance-identity/nonce/short", &instance),
+            None
+        );
+    }
+
+    fn body_of(path: &str, instance: &InstanceMetadata) -> Option<String> {
+        body(path, instance)
     }
 
     #[test]

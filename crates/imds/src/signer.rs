@@ -26,6 +26,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
+/// What a nonce signature signs before the instance id and the nonce, so
+/// that it can never be mistaken for an identity document's signature.
+const NONCE_MAGIC: &str = "endstate-nonce-v1\n";
+/// A nonce is 16 to 128 characters of `[A-Za-z0-9_-]`.
+const NONCE_MIN: usize = 16;
+const NONCE_MAX: usize = 128;
+
 /// Length of a public key, in bytes.
 pub const PUBLIC_KEY_LEN: usize = 32;
 /// Length of a secret key, in bytes.
@@ -101,6 +108,14 @@ impl Signer {
         STANDARD.encode(self.key.sign(document).to_bytes())
     }
 
+    /// The base64 signature binding `nonce` to `instance_id`: the body of
+    /// endstate's `instance-identity/nonce/<nonce>` (not an EC2 path). An
+    /// agent shows it with its identity document to prove it runs on the
+    /// instance now, not merely that it once saw the document.
+    pub fn sign_nonce(&self, instance_id: &str, nonce: &str) -> String {
+        self.sign(nonce_message(instance_id, nonce).as_bytes())
+    }
+
     /// The attached envelope of `document`: the body of
     /// `instance-identity/pkcs7` (see the module docs; not PKCS#7).
     pub fn seal(&self, document: &[u8]) -> String {
@@ -145,6 +160,37 @@ pub fn verify(document: &[u8], signature: &str, public_key: &[u8]) -> Result<(),
         .map_err(|_| SignatureError::Malformed("not a 64-byte signature"))?;
     key.verify_strict(document, &signature)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+fn nonce_message(instance_id: &str, nonce: &str) -> String {
+    format!("{NONCE_MAGIC}{instance_id}\n{nonce}")
+}
+
+/// Whether `nonce` may be signed: 16 to 128 characters of `[A-Za-z0-9_-]`
+/// (so it is one path segment and cannot smuggle a newline).
+pub fn is_valid_nonce(nonce: &str) -> bool {
+    (NONCE_MIN..=NONCE_MAX).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks that `signature` is [`Signer::sign_nonce`]'s signature of
+/// `nonce` for `instance_id` under `public_key`.
+pub fn verify_nonce(
+    instance_id: &str,
+    nonce: &str,
+    signature: &str,
+    public_key: &[u8],
+) -> Result<(), SignatureError> {
+    if !is_valid_nonce(nonce) || instance_id.contains('\n') {
+        return Err(SignatureError::Malformed("not a nonce"));
+    }
+    verify(
+        nonce_message(instance_id, nonce).as_bytes(),
+        signature,
+        public_key,
+    )
 }
 
 /// Checks an envelope — the text of `instance-identity/pkcs7` — against
@@ -206,6 +252,21 @@ mod tests {
             verify(DOCUMENT, &signature, &[0u8; 5]),
             Err(SignatureError::BadPublicKey)
         ));
+    }
+
+    #[test]
+    fn a_nonce_signature_binds_the_instance_and_the_nonce() {
+        let signer = Signer::generate().unwrap();
+        let key = signer.public_key_bytes();
+        let nonce = "abcdefghijklmnop0123";
+        let signature = signer.sign_nonce("i-1", nonce);
+        verify_nonce("i-1", nonce, &signature, &key).unwrap();
+        assert!(verify_nonce("i-2", nonce, &signature, &key).is_err());
+        assert!(verify_nonce("i-1", "abcdefghijklmnop0124", &signature, &key).is_err());
+        // A document signature is never a nonce signature.
+        assert!(verify_nonce("i-1", nonce, &signer.sign(DOCUMENT), &key).is_err());
+        assert!(!is_valid_nonce("short"));
+        assert!(!is_valid_nonce("abcdefghijklmnop\n0123"));
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub(super) fn method_router(route: &Route) -> MethodRouter<AppState> {
         Endpoint::Deploy => to!(deploy),
         Endpoint::Rollback => to!(rollback),
         Endpoint::Rollout => to!(rollout),
+        Endpoint::AgentNonce => to!(agent_nonce),
+        Endpoint::AgentSession => to!(agent_session),
+        Endpoint::AgentConfig => to!(agent_config),
+        Endpoint::AgentReport => to!(agent_report),
     }
 }
 
@@ -318,4 +322,106 @@ async fn metrics(State(state): State<AppState>, body: Result<Bytes, BytesRejecti
     )?;
     let accepted = state.api.put_metrics(request.samples).await?;
     ok(&MetricsAccepted { accepted })
+}
+
+/// An agent's answer: the value, or its refusal with the refusal's status
+/// (internal errors logged, not shown).
+fn agent_answer<T: serde::Serialize>(result: Result<T, crate::agent::AgentRefusal>) -> Answer {
+    use crate::agent::AgentRefusal;
+    match result {
+        Ok(value) => ok(&value),
+        Err(AgentRefusal::Internal(message)) => {
+            tracing::error!(error = %message, "internal error answering an agent");
+            Ok(super::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; the controller's log has the details".to_string(),
+            ))
+        }
+        Err(refusal) => {
+            let status =
+                StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            tracing::info!(%refusal, "agent refused");
+            let mut response = super::error(status, refusal.to_string());
+            if status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// The agent token of `Authorization: Bearer <token>`.
+fn agent_token(headers: &HeaderMap) -> Result<String, crate::agent::AgentRefusal> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|text| text.split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim().to_string())
+        .ok_or_else(|| {
+            crate::agent::AgentRefusal::Unauthenticated(
+                "send `Authorization: Bearer <agent token>` (POST /v1/agent/session gives one)"
+                    .into(),
+            )
+        })
+}
+
+async fn agent_nonce(State(state): State<AppState>) -> Answer {
+    agent_answer(state.api.agent_nonce().await)
+}
+
+async fn agent_session(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let request: super::types::AgentSessionRequest = json_body(
+        &bytes(body)?,
+        "an agent's proof {\"document\", \"signature\", \"nonce\", \"nonce_signature\", \"agent_key\"}",
+        None,
+    )?;
+    // The route takes no token, so a proof that does not hold is 403, not
+    // 401 (which would ask for a bearer token).
+    let result = state
+        .api
+        .agent_session(request)
+        .await
+        .map_err(|refusal| match refusal {
+            crate::agent::AgentRefusal::Unauthenticated(m) => {
+                crate::agent::AgentRefusal::Forbidden(m)
+            }
+            other => other,
+        });
+    agent_answer(result)
+}
+
+async fn agent_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    let query = Query::parse(raw.as_deref(), &["after"])?;
+    let token = match agent_token(&headers) {
+        Ok(token) => token,
+        Err(refusal) => return agent_answer::<()>(Err(refusal)),
+    };
+    agent_answer(state.api.agent_config(&token, query.text("after")).await)
+}
+
+async fn agent_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let token = match agent_token(&headers) {
+        Ok(token) => token,
+        Err(refusal) => return agent_answer::<()>(Err(refusal)),
+    };
+    let report: super::types::AgentReport = json_body(
+        &bytes(body)?,
+        "a run's report {\"version\", \"report\"}",
+        None,
+    )?;
+    agent_answer(state.api.agent_report(&token, report).await)
 }

@@ -45,6 +45,10 @@ pub enum Endpoint {
     Deploy,
     Rollback,
     Rollout,
+    AgentNonce,
+    AgentSession,
+    AgentConfig,
+    AgentReport,
 }
 
 /// One route of the API.
@@ -53,8 +57,12 @@ pub struct Route {
     pub verb: Verb,
     /// axum's path template (`{name}` for a parameter), as OpenAPI writes it.
     pub path: &'static str,
-    /// Requires `Authorization: Bearer <token>`.
+    /// Requires `Authorization: Bearer <token>` with an API token. (The
+    /// agent routes are `false`: they check an agent's token themselves.)
     pub auth: bool,
+    /// Requires `Authorization: Bearer <token>` with an *agent's* token
+    /// (from `POST /v1/agent/session`), which the handler checks.
+    pub agent_token: bool,
     pub endpoint: Endpoint,
 }
 
@@ -63,6 +71,24 @@ const fn route(verb: Verb, path: &'static str, auth: bool, endpoint: Endpoint) -
         verb,
         path,
         auth,
+        agent_token: false,
+        endpoint,
+    }
+}
+
+/// A route of `endstate agent`: no API token; `agent_token` when it needs
+/// the token of an agent's session.
+const fn agent_route(
+    verb: Verb,
+    path: &'static str,
+    agent_token: bool,
+    endpoint: Endpoint,
+) -> Route {
+    Route {
+        verb,
+        path,
+        auth: false,
+        agent_token,
         endpoint,
     }
 }
@@ -125,4 +151,15 @@ pub const ROUTES: &[Route] = &[
         true,
         Endpoint::Rollout,
     ),
+    // `endstate agent`: no API token; a session is opened with an
+    // instance's proof and its token is checked by the handlers.
+    agent_route(Verb::Post, "/v1/agent/nonce", false, Endpoint::AgentNonce),
+    agent_route(
+        Verb::Post,
+        "/v1/agent/session",
+        false,
+        Endpoint::AgentSession,
+    ),
+    agent_route(Verb::Get, "/v1/agent/config", true, Endpoint::AgentConfig),
+    agent_route(Verb::Post, "/v1/agent/report", true, Endpoint::AgentReport),
 ];

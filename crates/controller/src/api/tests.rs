@@ -171,6 +171,60 @@ fn fake_rollout(group: &str, phase: &str) -> RolloutView {
 
 #[async_trait::async_trait]
 impl ControllerApi for FakeController {
+    async fn agent_nonce(&self) -> Result<super::types::NonceResponse, crate::agent::AgentRefusal> {
+        Ok(super::types::NonceResponse {
+            nonce: "n".repeat(32),
+            expires_in_seconds: 60,
+        })
+    }
+    async fn agent_session(
+        &self,
+        request: super::types::AgentSessionRequest,
+    ) -> Result<super::types::AgentSessionResponse, crate::agent::AgentRefusal> {
+        Ok(super::types::AgentSessionResponse {
+            token: TOKEN.into(),
+            instance_id: "i-1".into(),
+            group: request.nonce,
+        })
+    }
+    async fn agent_config(
+        &self,
+        token: &str,
+        after: Option<&str>,
+    ) -> Result<super::types::AgentConfig, crate::agent::AgentRefusal> {
+        if token != TOKEN {
+            return Err(crate::agent::AgentRefusal::Unauthenticated(
+                "the agent token is not valid".into(),
+            ));
+        }
+        let role: endstate_config::Role = serde_json::from_value(json!({
+            "name": "web",
+            "resources": [{"kind": "file", "name": "motd", "path": "/etc/motd", "content": "hi"}]
+        }))
+        .unwrap();
+        Ok(super::types::AgentConfig {
+            instance_id: "i-1".into(),
+            group: "web".into(),
+            version: after.map_or("v1".into(), |a| format!("{a}+1")),
+            roles: vec![role],
+            redact: Vec::new(),
+            check_in_seconds: 60.0,
+        })
+    }
+    async fn agent_report(
+        &self,
+        token: &str,
+        _report: super::types::AgentReport,
+    ) -> Result<super::types::AgentReportAccepted, crate::agent::AgentRefusal> {
+        if token != TOKEN {
+            return Err(crate::agent::AgentRefusal::Unauthenticated(
+                "the agent token is not valid".into(),
+            ));
+        }
+        Ok(super::types::AgentReportAccepted {
+            recorded: "config_converged".into(),
+        })
+    }
     fn spec(&self) -> SpecView {
         self.inner.lock().unwrap().spec.clone()
     }
@@ -441,6 +495,15 @@ fn sample_request(route: &Route) -> (String, Option<Value>) {
         Endpoint::Metrics => {
             Some(json!({"samples": [{"group": "web", "metric": "cpu", "value": 50.0}]}))
         }
+        Endpoint::AgentSession => Some(json!({
+            "document": "{}", "signature": "c2ln", "nonce": "n", "nonce_signature": "c2ln",
+            "agent_key": "0123456789abcdef0123456789abcdef"
+        })),
+        Endpoint::AgentReport => Some(json!({
+            "version": "v1",
+            "report": {"started": "2026-11-28T00:00:00Z", "duration_ms": 3, "root": "/",
+                       "noop": false, "outcome": "ok", "errors": [], "resources": []}
+        })),
         _ => None,
     };
     (path, body)
@@ -481,13 +544,14 @@ fn openapi_document_describes_exactly_the_route_table() {
                 .find(|r| r.path == path && r.verb.as_str().eq_ignore_ascii_case(method));
             if let Some(route) = route {
                 let open = operation.get("security") == Some(&json!([]));
+                let needs_token = route.auth || route.agent_token;
                 assert_eq!(
-                    open, !route.auth,
+                    open, !needs_token,
                     "{method} {path}: security vs route table"
                 );
                 assert_eq!(
                     operation["responses"].get("401").is_some(),
-                    route.auth,
+                    needs_token,
                     "{method} {path}: 401 documented iff the route needs a token"
                 );
             }
@@ -682,7 +746,7 @@ async fn authenticated_routes_refuse_missing_wrong_and_malformed_tokens() {
                 builder = builder.header(reqwest::header::AUTHORIZATION, header);
             }
             let response = builder.send().await.unwrap();
-            if !route.auth {
+            if !(route.auth || route.agent_token) {
                 assert_eq!(response.status(), 200, "{what} needs no token ({case})");
                 continue;
             }

@@ -96,3 +96,73 @@ pub fn health_report(groups: &[GroupView], instances: &[InstanceView]) -> Vec<Gr
         })
         .collect()
 }
+
+/// `POST /v1/agent/nonce`: a nonce to sign, single use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceResponse {
+    pub nonce: String,
+    pub expires_in_seconds: u64,
+}
+
+/// `POST /v1/agent/session`: an instance's proof of identity (see
+/// [`crate::agent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSessionRequest {
+    /// `instance-identity/document`, exactly as served.
+    pub document: String,
+    /// `instance-identity/signature`.
+    pub signature: String,
+    /// A nonce from `POST /v1/agent/nonce`.
+    pub nonce: String,
+    /// `instance-identity/nonce/<nonce>`.
+    pub nonce_signature: String,
+    /// The agent's own secret (at least 32 characters): the instance is
+    /// bound to it on first use.
+    pub agent_key: String,
+}
+
+/// The answer to `POST /v1/agent/session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSessionResponse {
+    /// `Authorization: Bearer <token>` for the agent routes; this
+    /// instance's only.
+    pub token: String,
+    pub instance_id: String,
+    pub group: String,
+}
+
+/// `GET /v1/agent/config`: the roles of the instance's group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub instance_id: String,
+    pub group: String,
+    /// The group's roles hash: `after=` of the next request.
+    pub version: String,
+    /// The roles in the order the group lists them, secrets resolved.
+    pub roles: Vec<endstate_config::Role>,
+    /// The secrets' values among the roles: the agent's report redacts
+    /// them (they travel only to this instance, over this channel).
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// Seconds until the agent should check in again (converge, and ask
+    /// again if the server is away): server-assigned, jittered.
+    pub check_in_seconds: f64,
+}
+
+/// `POST /v1/agent/report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentReport {
+    /// The configuration version the run converged.
+    pub version: String,
+    /// The engine's report (redacted by the engine).
+    pub report: endstate_config::Report,
+}
+
+/// The answer to `POST /v1/agent/report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReportAccepted {
+    /// `config_converged` or `config_failed`.
+    pub recorded: String,
+}

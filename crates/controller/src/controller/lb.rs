@@ -292,6 +292,23 @@ impl Inner {
         if ids.is_empty() {
             return Ok(true);
         }
+        // Only what the group lists can be deregistered (ELBv2 refuses the
+        // rest with InvalidTarget): a rollback may come before the new
+        // generation was ever registered.
+        let listed: BTreeSet<String> = lb
+            .describe_target_health(tg)
+            .await?
+            .into_iter()
+            .map(|h| h.target.id)
+            .collect();
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| listed.contains(*id))
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return Ok(true);
+        }
         let targets: Vec<TargetDescription> = ids
             .iter()
             .map(|id| TargetDescription {

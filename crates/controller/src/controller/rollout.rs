@@ -498,6 +498,25 @@ impl Run {
 
     async fn waiting_healthy(&mut self) -> Result<Flow, ExecError> {
         let tg = self.tg(&self.record.to.clone()).await?;
+        // A target group is health-checked only once a listener names it
+        // (as on ELBv2): name the new one with weight 0 while waiting. No
+        // traffic moves, so no `traffic_shifted`.
+        if !self.record.weights.contains_key(&self.record.to) && !self.record.from.is_empty() {
+            let mut weights = self.record.weights.clone();
+            if weights.is_empty() {
+                weights.insert(self.record.from.clone(), 100);
+            }
+            weights.insert(self.record.to.clone(), 0);
+            let mut by_arn = Vec::new();
+            for (generation, weight) in &weights {
+                by_arn.push((self.tg(generation).await?, *weight));
+            }
+            self.inner
+                .set_forward(self.lb.as_ref(), &self.name, by_arn)
+                .await?;
+            self.record.weights = weights;
+            self.save().await;
+        }
         loop {
             if self.paused() {
                 return Ok(Flow::Stopped);
@@ -864,6 +883,24 @@ impl Run {
                             .entry(generation_of(i).to_string())
                             .or_default()
                             .push(i.id.clone());
+                    }
+                    // The listener's weights follow the healthy counts as
+                    // they will be after this removal, set before the
+                    // deregistration: a generation whose last serving
+                    // target is about to drain must already have weight 0,
+                    // or its requests would find no target.
+                    let mut after = healthy.clone();
+                    for (g, ids) in &by_generation {
+                        let removed = ids
+                            .iter()
+                            .filter(|id| states.get(*id).map(String::as_str) == Some("healthy"))
+                            .count();
+                        if let Some(h) = after.get_mut(g) {
+                            *h = h.saturating_sub(u32::try_from(removed).unwrap_or(u32::MAX));
+                        }
+                    }
+                    if let Some(weights) = weights_by_count(&after) {
+                        self.shift(weights).await?;
                     }
                     for (g, ids) in by_generation {
                         let tg = if g.is_empty() {
