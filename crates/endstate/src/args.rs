@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "endstate", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: AnyCommand,
 
     /// Never color the output (also: NO_COLOR in the environment).
     #[arg(long, global = true)]
@@ -58,6 +58,91 @@ pub struct ApiArgs {
     /// Seconds between reads while waiting for instances to run.
     #[arg(long, default_value_t = 2.0)]
     pub poll_interval: f64,
+}
+
+/// Every subcommand: the core ones, and those of rollouts (kept apart so
+/// that each is dispatched by its own module).
+#[derive(Debug, Subcommand)]
+pub enum AnyCommand {
+    #[command(flatten)]
+    Core(Command),
+    #[command(flatten)]
+    Rollout(RolloutCommand),
+    #[command(flatten)]
+    Configuration(ConfigurationCommand),
+    #[command(flatten)]
+    Agent(AgentCommand),
+}
+
+/// `endstate agent`, the pull model of configuration management.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run on an instance: prove its identity to `endstate serve`, watch its
+    /// group's roles, converge them and report; keep converging the last
+    /// ones received while the server is away.
+    Agent {
+        /// `endstate serve`'s API (http://127.0.0.1:7311).
+        #[arg(long, env = "ENDSTATE_SERVER")]
+        server: String,
+        /// The instance metadata service (default:
+        /// AWS_EC2_METADATA_SERVICE_ENDPOINT).
+        #[arg(long)]
+        imds_endpoint: Option<String>,
+        /// The root the roles configure.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Where the agent keeps its key and last configuration (0600).
+        #[arg(long, default_value = "/var/lib/endstate/agent")]
+        state_dir: PathBuf,
+        /// Converge once and exit (0 when the run converged).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// Rollouts of a group behind a load balancer, carried out by the running
+/// controller (`endstate serve`).
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Roll a group out to a new image: the group's rollout strategy
+    /// (rolling or blue-green), with progress per phase until it completes,
+    /// fails or is rolled back.
+    Deploy {
+        /// The group.
+        group: String,
+        /// The image to roll out (an AMI id).
+        #[arg(long, value_name = "AMI")]
+        image: String,
+        #[command(flatten)]
+        follow: FollowArgs,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Return a group's traffic to its previous generation and scale the
+    /// new one down (during a rollout, or while the old generation is kept).
+    Rollback {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        follow: FollowArgs,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// How `deploy` and `rollback` report.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct FollowArgs {
+    /// Print the final rollout as JSON (progress lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Return once the controller accepted the request, without following it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,4 +422,116 @@ pub enum GroupCommand {
     },
     /// Resume the group (also releases the correlated-failure brake).
     Resume { group: String },
+}
+
+/// Configuration management: roles applied on this machine, or pushed to
+/// hosts over SSH.
+#[derive(Debug, Subcommand)]
+pub enum ConfigurationCommand {
+    /// Configure this machine with roles, with no server.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Apply a role on hosts over SSH, without an agent.
+    ///
+    /// The endstate binary is uploaded once per host (cached by its
+    /// SHA-256) and runs `config apply` there. Fails when any host failed,
+    /// naming them.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Converge this machine (or the directory --root names) to FILE's roles.
+    ///
+    /// Exit status 0 when the run is ok (a --noop run that found changes
+    /// too), 1 when a resource failed, the roles are invalid or nothing
+    /// could be run.
+    Apply(ConfigApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigApplyArgs {
+    /// A roles file (`roles:`, with `variables:` and `secrets:`), or a spec.
+    pub file: PathBuf,
+    /// Only this role (repeatable); all of the file's roles by default.
+    #[arg(long = "role", value_name = "NAME")]
+    pub roles: Vec<String>,
+    /// Change nothing: report what a run would change.
+    #[arg(long)]
+    pub noop: bool,
+    /// The root every path is under.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Also write the JSON report here (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// An instance metadata service for the instance's facts and tags
+    /// (default: AWS_EC2_METADATA_SERVICE_ENDPOINT; never the link-local
+    /// address unless given).
+    #[arg(long, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
+    /// FILE is the JSON document `endstate push` sends: roles with secrets
+    /// resolved and the values to redact.
+    #[arg(long, hide = true)]
+    pub resolved: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The role, from the spec's (or roles file's) `roles:`.
+    pub role: String,
+    /// The hosts, as ssh takes them (`host`, `user@host`), comma-separated.
+    #[arg(
+        long,
+        value_name = "HOST[,HOST…]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub to: Vec<String>,
+    /// The spec or roles file declaring the role.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "endstate.yaml",
+        env = "ENDSTATE_SPEC"
+    )]
+    pub spec: PathBuf,
+    /// How many hosts are pushed at a time.
+    #[arg(long, default_value_t = 10)]
+    pub parallel: usize,
+    /// An ssh option (`ssh -o KEY=VALUE`; repeatable). BatchMode is always yes.
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// An ssh_config file instead of ~/.ssh/config (`ssh -F`).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// The private key (`ssh -i`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The remote user (`ssh -l`).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The remote port (`ssh -p`).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The root the role configures on each host; `{host}` stands for the
+    /// host's name (several targets on one machine, as in tests).
+    #[arg(long, default_value = "/")]
+    pub root: String,
+    /// Where on each host the binary is cached and the role's document is
+    /// kept during the run; relative to the remote user's home; `{host}`
+    /// as in --root.
+    #[arg(long, value_name = "DIR", default_value = ".cache/endstate")]
+    pub remote_dir: String,
+    /// Change nothing: report what a run would change on each host.
+    #[arg(long)]
+    pub noop: bool,
+    /// Print every host's result and report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,10 +2,14 @@
 //! libraries together and prints their results. No logic of its own lives
 //! here — planning, applying, state and the EC2 protocol are in `crates/`.
 
+mod agent;
 mod args;
 mod cloud;
 mod commands;
+mod config_cmd;
 mod output;
+mod push;
+mod rollout;
 mod serve;
 
 use clap::Parser;
@@ -14,9 +18,9 @@ fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     // An instance's init runs before any thread exists: it enters new
     // namespaces, which a multi-threaded process cannot do for all of them.
-    if let args::Command::Cloud {
+    if let args::AnyCommand::Core(args::Command::Cloud {
         command: args::CloudCommand::InstanceInit { dir },
-    } = &cli.command
+    }) = &cli.command
     {
         return match endstate_instance::init_main(dir) {
             Ok(code) => code,
@@ -44,7 +48,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    let outcome = match cli.command {
+        args::AnyCommand::Core(command) => runtime.block_on(commands::run(command)),
+        args::AnyCommand::Rollout(command) => runtime.block_on(rollout::run(command)),
+        args::AnyCommand::Configuration(command) => config_cmd::run(command),
+        args::AnyCommand::Agent(command) => runtime.block_on(agent::run_command(command)),
+    };
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -124,6 +124,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     )
     .await?;
     let load_balancing = load_balancing(&spec, &args.spec.file).await?;
+    // `endstate agent`s are verified with the cloud's identity key.
+    let options = Options {
+        agent_identity_key: crate::agent::identity_key(&spec, &args.spec.file)?,
+        agent_check_in: crate::agent::check_in_override()?.unwrap_or(options.agent_check_in),
+        ..options
+    };
     let state = state_path(&args.spec, &args.state);
     let store = open_store(&state, Arc::clone(&clock))?;
     let session = match Session::begin(

@@ -20,215 +20,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::controller::{all_events, of_kind, wait_for, web, Project, ONE_CLOUD_AT_A_TIME};
 use endstate_controller::client::Client;
-use endstate_controller::view::{EventView, GroupView};
+use endstate_controller::view::EventView;
 use serde_json::Value;
-
-const ENDSTATE: &str = env!("CARGO_BIN_EXE_endstate");
-
-/// One test at a time: each runs its own built-in cloud, and clouds on one
-/// host choose instance addresses by what is not listening yet, so two
-/// clouds launching at once can race for one address (see the closing
-/// note of this work); the tests' assertions are about one cloud each.
-/// (An async mutex: it is held across the test's awaits, and works across
-/// the tests' separate runtimes.)
-static ONE_CLOUD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A project directory and a cloud directory, both temporary; the
-/// controller is killed and the cloud stopped with its instances
-/// terminated when the test ends, pass or fail.
-struct Project {
-    dir: tempfile::TempDir,
-    cloud_dir: tempfile::TempDir,
-    controller: Option<Child>,
-}
-
-impl Project {
-    fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests need root: the process backend isolates instances with namespaces (CI runs as root)"
-        );
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            cloud_dir: tempfile::tempdir().unwrap(),
-            controller: None,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(ENDSTATE);
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("ENDSTATE_CLOUD_DIR", self.cloud_dir.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("NO_COLOR", "1")
-            .env_remove("ENDSTATE_CRASH_AT")
-            .env_remove("ENDSTATE_API_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
-        command
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.command(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "endstate {args:?} failed ({}):\n{}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn write_spec(&self, text: &str) {
-        std::fs::write(self.dir.path().join("endstate.yaml"), text).unwrap();
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join(".endstate")
-    }
-
-    /// Starts `endstate serve` (with `crash_at` as ENDSTATE_CRASH_AT, if
-    /// set) and waits for its API.
-    async fn start(&mut self, crash_at: Option<&str>) -> Client {
-        let _ = std::fs::remove_file(self.state_dir().join("serve.json"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("serve.log"))
-            .unwrap();
-        let mut command = self.command(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--observe-interval",
-            "1",
-            "--period",
-            "5",
-            "--poll-interval",
-            "0.2",
-        ]);
-        command
-            .env("ENDSTATE_LOG", "endstate=info,endstate_controller=info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(point) = crash_at {
-            command.env("ENDSTATE_CRASH_AT", point);
-        }
-        self.controller = Some(command.spawn().unwrap());
-        let info_path = self.state_dir().join("serve.json");
-        let started = Instant::now();
-        let info: Value = loop {
-            if let Ok(bytes) = std::fs::read(&info_path) {
-                if let Ok(info) = serde_json::from_slice::<Value>(&bytes) {
-                    break info;
-                }
-            }
-            if let Some(status) = self.controller.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "endstate serve exited ({status}) before serving:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "endstate serve did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let token = std::fs::read_to_string(self.state_dir().join("api-token")).unwrap();
-        Client::new(info["url"].as_str().unwrap(), token.trim())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    /// SIGKILLs the controller (as `kill -9`).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
-
-    /// Waits for the controller to end by itself (a crash point).
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        let child = self.controller.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.controller = None;
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "the controller did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, and wait for the graceful exit.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok();
-            let started = Instant::now();
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                if started.elapsed() > Duration::from_secs(30) {
-                    child.kill().ok();
-                    panic!("endstate serve did not stop on SIGTERM:\n{}", self.log());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            // A graceful stop: the run recorded as finished, the lock given back.
-            assert!(
-                status.success(),
-                "endstate serve exited {status}:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    /// Live instances of the project, read from the cloud (not the
-    /// controller): `endstate status --json`.
-    fn live_in_cloud(&self) -> Vec<String> {
-        let status: Value = serde_json::from_str(&self.ok(&["status", "--json"])).unwrap();
-        let mut ids = Vec::new();
-        for group in status["groups"].as_array().unwrap() {
-            for instance in group["instances"].as_array().unwrap() {
-                let state = instance["state"].as_str().unwrap();
-                if state == "pending" || state == "running" {
-                    ids.push(instance["id"].as_str().unwrap().to_string());
-                }
-            }
-        }
-        ids
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self
-            .command(&["cloud", "stop", "--terminate-instances"])
-            .output();
-    }
-}
 
 /// A spec of one group on the built-in cloud, one zone: a web server on
 /// 8080 that answers `/` and, on `/burn?seconds=N`, spins a core for N
@@ -300,43 +100,6 @@ groups:
     )
 }
 
-async fn wait_for<T>(
-    what: &str,
-    limit: Duration,
-    project: &Project,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting until {what}; controller log:\n{}",
-            project.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn web(client: &Client) -> Option<GroupView> {
-    client.group("web").await.ok()
-}
-
-async fn all_events(client: &Client, after: i64) -> Vec<EventView> {
-    let mut events = Vec::new();
-    let mut after = after;
-    loop {
-        let page = client.events_after(after, 1_000, None).await.unwrap();
-        let Some(last) = page.last() else {
-            return events;
-        };
-        after = last.seq;
-        events.extend(page);
-    }
-}
-
 /// The host PID of the process listening on `address:port` (instances
 /// share the host's network namespace, each on its own address).
 fn listener_pid(address: &str, port: u16) -> Option<i32> {
@@ -386,10 +149,6 @@ async fn kill_services(client: &Client, ids: &[String]) {
         )
         .unwrap();
     }
-}
-
-fn of_kind<'e>(events: &'e [EventView], kind: &str) -> Vec<&'e EventView> {
-    events.iter().filter(|e| e.kind == kind).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
