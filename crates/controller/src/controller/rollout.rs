@@ -657,13 +657,13 @@ impl Run {
         Ok(Flow::Next)
     }
 
-    async fn watching(&mut self) -> Result<Flow, ExecError> {
-        // A restart lands here with weights possibly not set yet.
-        let weights = BTreeMap::from([(self.record.to.clone(), 100)]);
-        self.shift(weights).await?;
+    /// Watches the new generation for the rollout's `watch`; `None` when
+    /// it passed (and `rollout_watch_passed` is recorded), else the flow
+    /// to return (stopped, or the failure handled).
+    async fn watch_passed(&mut self) -> Result<Option<Flow>, ExecError> {
         match self.watch(self.config.watch).await {
-            Err(flow) => return Ok(flow),
-            Ok(Err(failure)) => return Ok(self.fail(failure).await),
+            Err(flow) => return Ok(Some(flow)),
+            Ok(Err(failure)) => return Ok(Some(self.fail(failure).await)),
             Ok(Ok(())) => {}
         }
         self.event(
@@ -676,6 +676,16 @@ impl Run {
             json!({ "watch_seconds": self.config.watch.as_secs_f64() }),
         )
         .await;
+        Ok(None)
+    }
+
+    async fn watching(&mut self) -> Result<Flow, ExecError> {
+        // A restart lands here with weights possibly not set yet.
+        let weights = BTreeMap::from([(self.record.to.clone(), 100)]);
+        self.shift(weights).await?;
+        if let Some(flow) = self.watch_passed().await? {
+            return Ok(flow);
+        }
         self.enter(RolloutPhase::KeepingOld).await;
         Ok(Flow::Next)
     }
@@ -963,21 +973,9 @@ impl Run {
     }
 
     async fn rolling_watch(&mut self) -> Result<Flow, ExecError> {
-        match self.watch(self.config.watch).await {
-            Err(flow) => return Ok(flow),
-            Ok(Err(failure)) => return Ok(self.fail(failure).await),
-            Ok(Ok(())) => {}
+        if let Some(flow) = self.watch_passed().await? {
+            return Ok(flow);
         }
-        self.event(
-            "rollout_watch_passed",
-            format!(
-                "generation {} stayed healthy and under the error rate for {} s",
-                self.record.to,
-                self.config.watch.as_secs()
-            ),
-            json!({ "watch_seconds": self.config.watch.as_secs_f64() }),
-        )
-        .await;
         let generations: Vec<String> = self
             .inner
             .lb_cache_generations(&self.name)
