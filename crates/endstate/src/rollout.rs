@@ -38,7 +38,7 @@ pub async fn run(command: RolloutCommand) -> Result<ExitCode> {
             state,
         } => {
             let client = controller(&state_path(&spec, &state))?;
-            let after = latest_seq(&client).await?;
+            let after = crate::serve::latest_seq(&client).await?;
             let accepted = client
                 .deploy(&group, &image)
                 .await
@@ -56,7 +56,7 @@ pub async fn run(command: RolloutCommand) -> Result<ExitCode> {
             state,
         } => {
             let client = controller(&state_path(&spec, &state))?;
-            let after = latest_seq(&client).await?;
+            let after = crate::serve::latest_seq(&client).await?;
             let accepted = client
                 .rollback(&group)
                 .await
@@ -228,32 +228,7 @@ fn controller(state: &Path) -> Result<Client> {
             state.display()
         );
     };
-    let token_file = state.with_file_name("api-token");
-    let token = match std::env::var("ENDSTATE_API_TOKEN") {
-        Ok(token) if !token.is_empty() => token,
-        _ => std::fs::read_to_string(&token_file)
-            .with_context(|| {
-                format!(
-                    "no API token: set ENDSTATE_API_TOKEN, or run as the user who started serve ({} is theirs)",
-                    token_file.display()
-                )
-            })?
-            .trim()
-            .to_string(),
-    };
-    Ok(Client::new(info.url, token))
-}
-
-/// The sequence number of the newest event: progress counts from after it.
-async fn latest_seq(client: &Client) -> Result<i64> {
-    let mut after = 0;
-    loop {
-        let page = client.events_after(after, 1_000, None).await?;
-        match page.last() {
-            Some(event) => after = event.seq,
-            None => return Ok(after),
-        }
-    }
+    crate::serve::client_of(info, state)
 }
 
 #[cfg(test)]

@@ -61,6 +61,12 @@ fn client_for(state: &Path) -> Result<Client> {
             state.display()
         );
     };
+    client_of(info, state)
+}
+
+/// A client of the running controller `info` describes, with the token
+/// from `ENDSTATE_API_TOKEN` or the state's `api-token` file.
+pub(crate) fn client_of(info: ServeInfo, state: &Path) -> Result<Client> {
     let token = match std::env::var("ENDSTATE_API_TOKEN") {
         Ok(token) if !token.is_empty() => token,
         _ => std::fs::read_to_string(token_path(state))
@@ -311,7 +317,8 @@ pub async fn hand_over(
     }
 }
 
-async fn latest_seq(client: &Client) -> Result<i64> {
+/// The sequence number of the newest event: progress counts from after it.
+pub(crate) async fn latest_seq(client: &Client) -> Result<i64> {
     let mut after = 0;
     loop {
         let page = client.events_after(after, 1_000, None).await?;
