@@ -8,50 +8,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
-fn aws_cli() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/aws");
-    path.exists().then_some(path)
-}
-
 async fn aws(endpoint: &str, args: &[&str]) -> Value {
-    let cli = aws_cli().expect("the aws CLI is installed in .tools/venv");
-    let output = tokio::process::Command::new(cli)
-        .arg("--endpoint-url")
-        .arg(endpoint)
-        .arg("--output")
-        .arg("json")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_PAGER", "")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "aws {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout).unwrap()
-    }
+    aws_as(endpoint, ACCESS_KEY, SECRET, args).await
 }
 
 fn states(answer: &Value, key: &str) -> Vec<(String, String)> {
@@ -82,9 +45,6 @@ fn described_ids(answer: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_aws_cli_drives_the_lifecycle() {
-    if aws_cli().is_none() {
-        panic!("the aws CLI is missing from .tools/venv; run the test set-up");
-    }
     let clock = clock();
     let cloud = start(config(&clock)).await;
     let url = cloud.url();

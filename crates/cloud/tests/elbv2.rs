@@ -15,11 +15,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{aws_as, aws_cli, aws_command};
 use endstate_cloud::{
     serve, serve_state, Backend as _, CloudConfig, CloudState, Credentials, Isolation,
     ProcessBackend, ProcessConfig, RunningCloud, SimulatedConfig,
@@ -71,44 +74,8 @@ http.server.ThreadingHTTPServer((init["address"], 8080), Web).serve_forever()
 ' "$dir"
 "#;
 
-fn aws_cli() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/aws");
-    path.exists().then_some(path)
-}
-
 async fn aws(endpoint: &str, args: &[&str]) -> Value {
-    let cli = aws_cli().expect("the aws CLI is installed in .tools/venv");
-    let output = tokio::process::Command::new(cli)
-        .arg("--endpoint-url")
-        .arg(endpoint)
-        .arg("--output")
-        .arg("json")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_PAGER", "")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "aws {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout).unwrap()
-    }
+    aws_as(endpoint, ACCESS_KEY, SECRET, args).await
 }
 
 fn config(dir: &Path) -> ProcessConfig {
@@ -276,10 +243,11 @@ fn forward(groups: &[(&str, u32)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_balancer_of_real_instances_switches_drains_counts_and_survives_a_restart() {
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    if aws_cli().is_none() || which("python3").is_none() {
-        eprintln!("skipped: needs the aws CLI in .tools/venv and python3");
-        return;
-    }
+    aws_cli();
+    assert!(
+        which("python3").is_some(),
+        "python3 is missing: the instances here serve HTTP with it"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (backend, cloud) = start(dir.path()).await;
     let blue_ids = launch(&backend, "blue", 2, "v1");
@@ -643,20 +611,7 @@ async fn a_load_balancer_of_real_instances_switches_drains_counts_and_survives_a
 
 /// The aws CLI's error output for a call that must fail.
 async fn aws_error(endpoint: &str, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(aws_cli().unwrap())
-        .arg("--endpoint-url")
-        .arg(endpoint)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_MAX_ATTEMPTS", "1")
+    let output = aws_command(endpoint, ACCESS_KEY, SECRET, args)
         .output()
         .await
         .unwrap();
