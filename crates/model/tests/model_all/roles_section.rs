@@ -768,12 +768,12 @@ fn the_documented_examples_load() {
             .unwrap_or_else(|d| panic!("{d}\n{source}"))
     };
 
-    let lib = yaml_block(include_str!("../src/lib.rs"), "# The file format", "//! ");
+    let lib = yaml_block(include_str!("../../src/lib.rs"), "# The file format", "//! ");
     let spec = load(&lib.replace("env:DB_PASSWORD", "file:db"));
     assert_eq!(spec.roles["web"].resources.len(), 5);
     assert_eq!(spec.groups[0].roles, ["web"]);
 
-    let readme = yaml_block(include_str!("../../../README.md"), "### Roles", "");
+    let readme = yaml_block(include_str!("../../../../README.md"), "### Roles", "");
     let source = format!(
         "{}{}",
         HEAD.replace("env:ENDSTATE_ROLES_SECTION_UNSET", "file:db"),

@@ -1,0 +1,7 @@
+//! The controller's integration tests, one binary (each module was its own
+//! binary; one link instead of three keeps the workspace's clean build
+//! within its budget). See each module for what it covers.
+
+mod agent;
+mod controller;
+mod rollout;
