@@ -4,7 +4,7 @@
 //! (checked by replaying every request), destroy, and agreement with the
 //! aws CLI.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

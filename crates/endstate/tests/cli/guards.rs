@@ -3,7 +3,7 @@
 //! proxy's log), the blast-radius guard, saved plans applied against a
 //! world that moved, and secrets that never reach output or state.
 
-mod common;
+use crate::common;
 
 use common::{group, World, SECRET_VALUE};
 

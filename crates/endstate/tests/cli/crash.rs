@@ -12,7 +12,7 @@
 //! eventual consistency (new instances stay missing from DescribeInstances
 //! for a second: recovery rests on the token and on waiting to see them).
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! and are recorded, the run ends as interrupted with exit code 130 and
 //! releases the lock; the next apply finishes the job exactly.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! read by intent tag keeps the retry from duplicating), no capacity for the
 //! first instance type, and server errors on reads.
 
-mod common;
+use crate::common;
 
 use common::{group, World};
 use endstate_testkit::proxy::{Fault, Matcher, Rule};

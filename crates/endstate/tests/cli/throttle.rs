@@ -4,7 +4,7 @@
 //! without EC2 ever throttling it, and shows its waits; with them off, EC2
 //! throttles, the retries absorb it, and the apply still completes.
 
-mod common;
+use crate::common;
 
 use common::{group, GroupSpec, World};
 

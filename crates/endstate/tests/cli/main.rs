@@ -1,0 +1,15 @@
+//! endstate's end-to-end tests of the one-shot commands against a real moto
+//! (plan, apply, crash, faults, guards, interrupts, throttling) and of the
+//! docs, one binary (each module was its own binary; one link instead of
+//! seven keeps the workspace's clean build within its budget). Tests that
+//! start their own moto and state directories run in parallel as before.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod converge;
+mod crash;
+mod docs;
+mod faults;
+mod guards;
+mod interrupt;
+mod throttle;
