@@ -35,6 +35,7 @@ fn spec(desired: u32) -> Arc<Spec> {
         groups: vec![Group {
             name: "web".into(),
             image_id: "ami-11111111".into(),
+            image_channel: None,
             instance_types: vec!["t3.micro".into(), "t3a.micro".into()],
             capacity: Capacity {
                 min: 0,
@@ -68,6 +69,7 @@ fn spec(desired: u32) -> Arc<Spec> {
         }],
         hash: "hash".into(),
         roles: Default::default(),
+        recipes: Default::default(),
     })
 }
 

@@ -43,9 +43,23 @@
 //!       - { kind: file, name: key, path: /etc/key, content: '${secret.db_password}' }   # secrets: content, template, vars, command, onlyif, unless
 //!       - { kind: exec, name: init, command: nginx -t, creates: /etc/nginx/ok }   # guards: creates, onlyif, unless
 //!       - { kind: service, name: nginx }
+//! recipes:                           # name ([a-z0-9-]{1,40}) -> golden image recipe (endstate bake)
+//!   base:
+//!     from: ami-0123456789abcdef0    # an AMI id, or another recipe: a lineage, at most 16 deep
+//!     steps:                         # in order, names unique; each exactly one of file, shell, role
+//!       - { name: motd, file: { path: /etc/motd, content: "baked\n", mode: "0644" } }   # or source: FILE, relative to the spec
+//!       - { name: tools, shell: "apt-get install -y curl" }   # run with /bin/sh; no ${secret.*} in file or shell
+//!   web-base:
+//!     from: base
+//!     steps:
+//!       - { name: web, role: web }   # a role under roles:
+//!     tags: { team: storefront }     # as a group's tags
+//!     channels: [stable, canary]     # what groups name: image: web-base@stable
+//!     builder: volume                # or instance; default: the backend decides
+//!     keep: { versions: 5, younger_than: 14d }   # an image is kept if any rule keeps it; 3600, 90m, 12h, 14d, 2w
 //! groups:                            # name ([a-z0-9-]{1,40}) -> group
 //!   web:
-//!     image: ${var.ami}              # ami- and 8 or 17 hex digits
+//!     image: ${var.ami}              # ami- and 8 or 17 hex digits, or RECIPE@CHANNEL (web-base@stable)
 //!     instance_types: [t3.micro, t3a.micro]   # or instance_type: t3.micro
 //!     capacity:                      # min <= desired <= max <= 10,000
 //!       min: 2
@@ -112,7 +126,9 @@
 //! optional value.
 //!
 //! An environment's `roles:` adds roles or replaces a role's `resources`
-//! list whole. [`load_roles`] reads the `roles:` of a standalone file (or
+//! list whole. A recipe's version is a hash chain over its parent's
+//! version and its steps' contents ([`recipe`]); a group naming a channel
+//! keeps the reference's text in `image_id` until the plan resolves it. [`load_roles`] reads the `roles:` of a standalone file (or
 //! of a spec) for `endstate config apply`.
 
 mod cloud_config;
@@ -120,6 +136,7 @@ mod diagnostic;
 pub mod health;
 mod interpolate;
 mod load;
+pub mod recipe;
 pub mod roles;
 pub mod rollout;
 mod schema;
@@ -134,6 +151,7 @@ pub use endstate_config as config;
 /// The auto-scaling crate whose policy types [`Scaling`] holds.
 pub use endstate_scaling as scaling;
 pub use load::{load, load_roles, load_roles_str, load_str, MAX_CAPACITY, MAX_USER_TAGS};
+pub use recipe::{ChannelRef, Recipe, RecipeVersion};
 pub use rollout::{Amount, GroupLoadBalancer, LoadBalancerSpec, Rollout, Strategy};
 pub use schema::json_schema;
 pub use starter::starter_spec;

@@ -3,7 +3,9 @@
 //! environment on the marked tree (so errors still point where a value was
 //! written), interpolates `${var.*}` / `${secret.*}`, and validates, collecting
 //! every problem instead of stopping at the first. The `roles:` section
-//! (and [`load_roles`], a roles file on its own) is in [`role_section`].
+//! (and [`load_roles`], a roles file on its own) is in [`role_section`],
+//! the `recipes:` section and a group's `image: RECIPE@CHANNEL` in
+//! [`recipe_section`].
 //!
 //! It reads files (the spec, user data files) and checks that secrets could
 //! be resolved, but never reads a secret's value: that happens at apply time
@@ -32,6 +34,7 @@ use endstate_scaling::step::{AdjustmentType, StepAdjustment, StepConfigError, St
 use endstate_scaling::target::TargetTrackingConfig;
 use endstate_scaling::tz::TimeZone;
 
+pub(crate) mod recipe_section;
 pub(crate) mod role_section;
 
 /// Reads, overlays, interpolates and validates the spec at `path`. User data
@@ -124,6 +127,7 @@ fn run<T>(
         load_balancer_users: BTreeMap::new(),
         role_names: Vec::new(),
         roles: None,
+        recipe_channels: BTreeMap::new(),
     };
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
@@ -297,6 +301,7 @@ const TOP_FIELDS: &[&str] = &[
     "secrets",
     "load_balancers",
     "roles",
+    "recipes",
     "groups",
     "environments",
 ];
@@ -306,6 +311,7 @@ const OVERLAY_FIELDS: &[&str] = &[
     "secrets",
     "load_balancers",
     "roles",
+    "recipes",
     "groups",
 ];
 const AWS_FIELDS: &[&str] = &["region", "endpoint", "profile"];
@@ -514,6 +520,10 @@ struct Loader<'s> {
     role_names: Vec<String>,
     /// The roles, once every one of them loaded and validated together.
     roles: Option<BTreeMap<String, Role>>,
+    /// Every name under `recipes:`, valid or not, with its channels when
+    /// the recipe loaded (a bad recipe is reported there, not again where
+    /// a group names it).
+    recipe_channels: BTreeMap<String, Option<Vec<String>>>,
 }
 
 impl Loader<'_> {
@@ -974,6 +984,12 @@ impl Loader<'_> {
             None => Some(BTreeMap::new()),
         };
         self.roles.clone_from(&roles);
+        // After the roles, which role steps name; before the groups, which
+        // name recipes' channels.
+        let recipes = match top.get("recipes") {
+            Some((key, node)) => self.recipes_section(node, key),
+            None => Some(BTreeMap::new()),
+        };
         let load_balancers = match top.get("load_balancers") {
             Some((key, node)) => self.load_balancers(node, key),
             None => Some(Vec::new()),
@@ -988,6 +1004,7 @@ impl Loader<'_> {
         let mut spec = Spec {
             load_balancers: load_balancers?,
             roles: roles?,
+            recipes: recipes?,
             project: project?,
             environment: environment.unwrap_or("default").to_string(),
             provider: provider?,
@@ -1311,18 +1328,9 @@ impl Loader<'_> {
         let f = self.fields(node, at, &format!("group `{name}`"), GROUP_FIELDS)?;
 
         let image = match f.get("image") {
-            Some((k, n)) => self.string(n, k, "image").and_then(|(pos, image)| {
-                if is_ami_id(&image) {
-                    Some(image)
-                } else {
-                    self.error_expected(
-                        pos,
-                        format!("image `{image}` is not an AMI id"),
-                        Some("ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0"),
-                    );
-                    None
-                }
-            }),
+            Some((k, n)) => self
+                .string(n, k, "image")
+                .and_then(|(pos, image)| self.group_image(pos, image)),
             None => {
                 self.missing(at, "", "image");
                 None
@@ -1396,7 +1404,7 @@ impl Loader<'_> {
             None => Some(MetadataOptions::default()),
         };
         let tags = match f.get("tags") {
-            Some((k, n)) => self.tags(n, k),
+            Some((k, n)) => self.tags(n, k, "group"),
             None => Some(BTreeMap::new()),
         };
         let user_data = match f.get("user_data") {
@@ -1447,9 +1455,11 @@ impl Loader<'_> {
         };
 
         ok.then_some(())?;
+        let (image_id, image_channel) = image?;
         Some(Group {
             name,
-            image_id: image?,
+            image_id,
+            image_channel,
             instance_types: instance_types?,
             capacity: capacity?,
             zones: zones?,
@@ -1717,7 +1727,9 @@ impl Loader<'_> {
         })
     }
 
-    fn tags(&mut self, node: &Node, key: Pos) -> Option<BTreeMap<String, String>> {
+    /// User tags of a group or a recipe (`owner`): EC2's limits, and
+    /// neither `aws:` nor `endstate:` keys.
+    fn tags(&mut self, node: &Node, key: Pos, owner: &str) -> Option<BTreeMap<String, String>> {
         let Node::Mapping(map) = node else {
             self.error(
                 value_pos(node, key),
@@ -1731,7 +1743,7 @@ impl Loader<'_> {
             self.error(
                 key,
                 format!(
-                    "tags: {} tags, over the limit of {MAX_USER_TAGS} user tags per group",
+                    "tags: {} tags, over the limit of {MAX_USER_TAGS} user tags per {owner}",
                     map.len()
                 ),
             );
@@ -2993,7 +3005,7 @@ fn join(path: &str, field: &str) -> String {
 /// sha256 over the canonical JSON of the spec (secrets are references in
 /// it, so the hash says nothing about their values).
 fn spec_hash(spec: &Spec) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "project": spec.project,
         "environment": spec.environment,
         "provider": spec.provider,
@@ -3001,6 +3013,11 @@ fn spec_hash(spec: &Spec) -> String {
         "load_balancers": spec.load_balancers,
         "roles": spec.roles,
     });
+    // Only when there are any, so that a spec without recipes keeps the
+    // hash it had before they existed.
+    if !spec.recipes.is_empty() {
+        canonical["recipes"] = serde_json::json!(spec.recipes);
+    }
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Value};
 
+use crate::load::recipe_section::{BUILDERS, DURATION_PATTERN, MAX_KEEP_VERSIONS};
 use crate::load::role_section::{kind_names, KindFields, Shape, KINDS, ROLE_NAME_PATTERN};
 use crate::load::VOLUME_TYPES;
 
@@ -257,6 +258,20 @@ pub fn json_schema() -> Value {
         "oneOf": [rolling, blue_green]
     });
 
+    let tags = json!({
+        "type": "object",
+        "maxProperties": 40,
+        "propertyNames": {
+            "maxLength": 128,
+            "not": { "pattern": "^([Aa][Ww][Ss]|endstate):" }
+        },
+        "additionalProperties": {
+            "anyOf": [
+                { "type": "string", "maxLength": 256 },
+                { "type": ["integer", "boolean", "null"] }
+            ]
+        }
+    });
     let group = json!({
         "type": "object",
         "additionalProperties": false,
@@ -267,7 +282,7 @@ pub fn json_schema() -> Value {
         ],
         "properties": {
             "image": {
-                "description": "AMI id: ami- and 8 or 17 hex digits (after interpolation).",
+                "description": "AMI id: ami- and 8 or 17 hex digits, or RECIPE@CHANNEL: the head of a channel of a recipe under recipes (after interpolation).",
                 "type": "string"
             },
             "instance_types": {
@@ -317,20 +332,7 @@ pub fn json_schema() -> Value {
                     "hop_limit": int(1, 64)
                 }
             },
-            "tags": {
-                "type": "object",
-                "maxProperties": 40,
-                "propertyNames": {
-                    "maxLength": 128,
-                    "not": { "pattern": "^([Aa][Ww][Ss]|endstate):" }
-                },
-                "additionalProperties": {
-                    "anyOf": [
-                        { "type": "string", "maxLength": 256 },
-                        { "type": ["integer", "boolean", "null"] }
-                    ]
-                }
-            },
+            "tags": tags.clone(),
             "user_data": {
                 "type": "object",
                 "additionalProperties": false,
@@ -371,6 +373,7 @@ pub fn json_schema() -> Value {
     });
 
     let role = roles_schema(&var_ref, &int(0, u64::from(u32::MAX)));
+    let recipe = recipe_schema(&tags, &int(1, MAX_KEEP_VERSIONS.unsigned_abs()));
 
     let provider = json!({
         "type": "object",
@@ -417,7 +420,7 @@ pub fn json_schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "required": ["project", "provider", "groups"],
-        "definitions": { "group": group, "name": name, "role": role },
+        "definitions": { "group": group, "name": name, "role": role, "recipe": recipe },
         "properties": {
             "project": { "$ref": "#/definitions/name" },
             "provider": provider,
@@ -429,6 +432,12 @@ pub fn json_schema() -> Value {
                 "type": "object",
                 "propertyNames": { "pattern": ROLE_NAME_PATTERN },
                 "additionalProperties": { "$ref": "#/definitions/role" }
+            },
+            "recipes": {
+                "description": "name -> recipe: a golden image baked from an image or another recipe, by steps.",
+                "type": "object",
+                "propertyNames": { "$ref": "#/definitions/name" },
+                "additionalProperties": { "$ref": "#/definitions/recipe" }
             },
             "groups": {
                 "type": "object",
@@ -454,6 +463,10 @@ pub fn json_schema() -> Value {
                             "description": "A role here replaces its base's resources list whole, or adds a role.",
                             "type": "object",
                             "additionalProperties": { "type": ["object", "null"] }
+                        },
+                        "recipes": {
+                            "type": "object",
+                            "additionalProperties": { "type": "object" }
                         },
                         "groups": {
                             "type": "object",
@@ -518,6 +531,79 @@ fn roles_schema(var_ref: &Value, id: &Value) -> Value {
                     "required": ["kind"],
                     "properties": { "kind": { "enum": kind_names() } },
                     "oneOf": resources
+                }
+            }
+        }
+    })
+}
+
+/// A recipe: `from`, `steps` (each a name and exactly one of file, shell,
+/// role), tags as a group's, channels, builder and keep.
+fn recipe_schema(tags: &Value, versions: &Value) -> Value {
+    let builders: Vec<&str> = BUILDERS.iter().map(|(name, _)| *name).collect();
+    let file = json!({
+        "description": "A file the step writes: exactly one of content, source.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["path"],
+        "oneOf": [
+            { "required": ["content"], "not": { "required": ["source"] } },
+            { "required": ["source"], "not": { "required": ["content"] } }
+        ],
+        "properties": {
+            "path": { "description": "Absolute, without . or .. components.", "type": "string", "pattern": "^/" },
+            "content": { "type": "string" },
+            "source": { "description": "A file relative to the spec's directory, read and hashed at load time.", "type": "string" },
+            // YAML 1.1 readers take an unquoted 0644 for an integer.
+            "mode": { "description": "Octal, like \"0644\".", "type": ["string", "integer"] }
+        }
+    });
+    let step = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name"],
+        "oneOf": [
+            { "required": ["file"], "not": { "anyOf": [{ "required": ["shell"] }, { "required": ["role"] }] } },
+            { "required": ["shell"], "not": { "anyOf": [{ "required": ["file"] }, { "required": ["role"] }] } },
+            { "required": ["role"], "not": { "anyOf": [{ "required": ["file"] }, { "required": ["shell"] }] } }
+        ],
+        "properties": {
+            "name": { "description": "Unique within the recipe.", "type": "string", "pattern": ROLE_NAME_PATTERN },
+            "file": file,
+            "shell": { "description": "A script run with /bin/sh.", "type": "string", "minLength": 1 },
+            "role": { "description": "A role under roles, applied by the configuration engine.", "type": "string" }
+        }
+    });
+    let duration = json!({
+        "description": "Seconds, or a number and a unit: 90m, 12h, 14d, 2w.",
+        "anyOf": [
+            { "type": "integer", "minimum": 1 },
+            { "type": "string", "pattern": DURATION_PATTERN }
+        ]
+    });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["from", "steps"],
+        "properties": {
+            "from": { "description": "An AMI id, or the name of another recipe (a lineage, at most 16 deep).", "type": "string" },
+            "steps": { "type": "array", "minItems": 1, "items": step },
+            "tags": tags,
+            "channels": {
+                "description": "Channels this recipe's bakes may be promoted to; groups name them as RECIPE@CHANNEL.",
+                "type": "array",
+                "uniqueItems": true,
+                "items": { "type": "string", "pattern": "^[a-z0-9-]{1,40}$" }
+            },
+            "builder": { "description": "Default: the backend decides.", "enum": builders },
+            "keep": {
+                "description": "Retention: an image is kept when any rule set keeps it.",
+                "type": "object",
+                "additionalProperties": false,
+                "minProperties": 1,
+                "properties": {
+                    "versions": { "description": "The newest N versions per channel.", "allOf": [versions] },
+                    "younger_than": duration
                 }
             }
         }

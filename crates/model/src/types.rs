@@ -11,6 +11,7 @@ use endstate_scaling::target::TargetTrackingConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::health::{BrakeConfig, HealthCheck};
+use crate::recipe::{ChannelRef, Recipe};
 use crate::rollout::{GroupLoadBalancer, LoadBalancerSpec, Rollout};
 
 /// Tag keys endstate puts on everything it creates. Observed state is read
@@ -49,6 +50,10 @@ pub struct Spec {
     /// Absent in JSON written before roles existed.
     #[serde(default)]
     pub roles: BTreeMap<String, Role>,
+    /// The golden-image recipes (`recipes:`), by name. Absent in JSON
+    /// written before recipes existed, and left out of JSON when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recipes: BTreeMap<String, Recipe>,
     /// A hash over the resolved spec (secrets as references, not values).
     pub hash: String,
 }
@@ -207,7 +212,16 @@ pub struct UserData {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     pub name: String,
+    /// The image as the spec wrote it (after interpolation): an AMI id, or
+    /// `RECIPE@CHANNEL` when [`Group::image_channel`] is set. Resolving a
+    /// channel to the image id at its head is the plan's job (a later
+    /// task); until then this holds the reference's text.
     pub image_id: String,
+    /// `image: RECIPE@CHANNEL`: the head of a channel of one of the spec's
+    /// recipes. Absent in JSON when `None` (and in JSON written before
+    /// recipes existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_channel: Option<ChannelRef>,
     /// In order of preference; the executor falls back to the next on
     /// InsufficientInstanceCapacity.
     pub instance_types: Vec<String>,
@@ -300,16 +314,22 @@ impl Group {
         hex::encode(&digest[..8])
     }
 
-    /// The group's version: a hash of the image, the instance types and
+    /// The group's version: a hash of the image (and its channel
+    /// reference, when it names one), the instance types and
     /// [`Group::launch_hash`] — everything whose change needs new
-    /// instances. Instances carry it in [`tags::GENERATION`].
+    /// instances. Instances carry it in [`tags::GENERATION`]. A group
+    /// without a channel hashes as it did before channels existed, so that
+    /// its instances keep their generation.
     pub fn generation(&self) -> String {
         use sha2::{Digest, Sha256};
-        let generation = serde_json::json!({
+        let mut generation = serde_json::json!({
             "image_id": self.image_id,
             "instance_types": self.instance_types,
             "launch_hash": self.launch_hash(),
         });
+        if let Some(channel) = &self.image_channel {
+            generation["image_channel"] = serde_json::json!(channel);
+        }
         let digest = Sha256::digest(generation.to_string().as_bytes());
         hex::encode(&digest[..4])
     }

@@ -615,6 +615,7 @@ mod tests {
             groups,
             hash: "h".into(),
             roles: Default::default(),
+            recipes: Default::default(),
         }
     }
 
@@ -622,6 +623,7 @@ mod tests {
         Group {
             name: name.into(),
             image_id: "ami-11111111".into(),
+            image_channel: None,
             instance_types: vec!["t3.micro".into(), "t3a.micro".into()],
             capacity: Capacity { min, desired, max },
             zones: vec![

@@ -47,6 +47,7 @@ fn group(rng: &mut Rng, name: &str) -> Group {
     Group {
         name: name.into(),
         image_id: "ami-22222222".into(),
+        image_channel: None,
         instance_types: vec!["m5.large".into(), "m5a.large".into()],
         capacity: Capacity { min, desired, max },
         zones: ZONES[..zones]
@@ -115,6 +116,7 @@ fn world(seed: u64) -> (Spec, Observed) {
         groups: groups.clone(),
         hash: "h".into(),
         roles: Default::default(),
+        recipes: Default::default(),
     };
     let mut instances = Vec::new();
     let gone = {

@@ -21,6 +21,7 @@ fn group(min: u32, desired: u32, max: u32) -> Group {
     Group {
         name: "web".into(),
         image_id: "ami-0123456789abcdef0".into(),
+        image_channel: None,
         instance_types: vec!["t3.micro".into()],
         capacity: SpecCapacity { min, desired, max },
         zones: vec![Zone {

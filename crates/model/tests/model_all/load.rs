@@ -170,7 +170,7 @@ fn overlay_deep_merges_and_keeps_positions() {
     assert_eq!(
         errors_env(&source, Some("prod")),
         "spec.yaml:32:12: error: image `ami-xyz` is not an AMI id\n  \
-         expected: ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0\n\
+         expected: ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0, or RECIPE@CHANNEL\n\
          spec.yaml:41:64: error: capacity.min (30) is greater than capacity.max (20)"
     );
 }

@@ -4,6 +4,7 @@
 mod cloud_init_schema;
 mod load;
 mod malformed;
+mod recipes_section;
 mod roles_section;
 mod rollout_sections;
 mod serve_sections;

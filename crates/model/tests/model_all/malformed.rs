@@ -73,7 +73,7 @@ groups:
 ",
             None,
             r#"spec.yaml:5:1: error: unknown field `projekt` (did you mean `project`?)
-  expected: one of project, provider, variables, secrets, load_balancers, roles, groups, environments
+  expected: one of project, provider, variables, secrets, load_balancers, roles, recipes, groups, environments
 spec.yaml:12:5: error: unknown field `colour` in group `web`
   expected: one of image, instance_types, instance_type, capacity, zones, security_groups, key_pair, iam_instance_profile, root_volume, metadata, tags, user_data, disruption_budget, health_check, replacement_brake, scaling, load_balancer, rollout, roles"#,
         ),
@@ -154,11 +154,11 @@ groups:
 ",
             None,
             r#"spec.yaml:7:12: error: image `ami-XYZ` is not an AMI id
-  expected: ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0
+  expected: ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0, or RECIPE@CHANNEL
 spec.yaml:8:21: error: instance_types is empty
   expected: at least one instance type, like [t3.micro]
 spec.yaml:12:12: error: image `ubuntu` is not an AMI id
-  expected: ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0
+  expected: ami- followed by 8 or 17 hex digits, like ami-0123456789abcdef0, or RECIPE@CHANNEL
 spec.yaml:13:32: error: invalid instance type `large`
   expected: FAMILY.SIZE, like t3.micro"#,
         ),
@@ -485,7 +485,7 @@ environments:
         body,
         Some("dev"),
         "spec.yaml:8:5: error: unknown field `capacity` in environments.prod
-  expected: one of provider, variables, secrets, load_balancers, roles, groups",
+  expected: one of provider, variables, secrets, load_balancers, roles, recipes, groups",
         &mut failures,
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -330,7 +330,7 @@ roles:
     assert_eq!(
         errors("rolez: {}\nroles: {}\n"),
         "roles.yaml:1:1: error: unknown field `rolez` (did you mean `roles`?)\n  \
-         expected: one of project, provider, variables, secrets, load_balancers, roles, groups, environments"
+         expected: one of project, provider, variables, secrets, load_balancers, roles, recipes, groups, environments"
     );
     assert_eq!(
         errors("roles:\n  r:\n    resources:\n      - { kind: file, name: a, path: /a }\n"),
@@ -768,7 +768,11 @@ fn the_documented_examples_load() {
             .unwrap_or_else(|d| panic!("{d}\n{source}"))
     };
 
-    let lib = yaml_block(include_str!("../../src/lib.rs"), "# The file format", "//! ");
+    let lib = yaml_block(
+        include_str!("../../src/lib.rs"),
+        "# The file format",
+        "//! ",
+    );
     let spec = load(&lib.replace("env:DB_PASSWORD", "file:db"));
     assert_eq!(spec.roles["web"].resources.len(), 5);
     assert_eq!(spec.groups[0].roles, ["web"]);
