@@ -10,9 +10,10 @@
 
 use endstate_wire::{
     CreateImageRequest, CreateImageResponse, CreateTagsRequest, CreateTagsResponse,
-    DeleteTagsRequest, DeleteTagsResponse, DeregisterImageRequest, DeregisterImageResponse,
-    DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
-    DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
+    DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteTagsRequest, DeleteTagsResponse,
+    DeregisterImageRequest, DeregisterImageResponse, DescribeAvailabilityZonesRequest,
+    DescribeAvailabilityZonesResponse, DescribeImagesRequest, DescribeImagesResponse,
+    DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
     DescribeInstanceUtilizationRequest, DescribeInstanceUtilizationResponse,
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest,
     GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
@@ -90,6 +91,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         request: &DeregisterImageRequest,
     ) -> Result<DeregisterImageResponse, ApiError> {
         Err(unsupported("DeregisterImage", request))
+    }
+    /// DeleteSnapshot. The built-in backends keep no EBS snapshots (their
+    /// images are records or layers, freed by DeregisterImage), so theirs
+    /// answers as EC2 does for an id it does not know.
+    fn delete_snapshot(
+        &self,
+        request: &DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, ApiError> {
+        Err(unsupported("DeleteSnapshot", request))
     }
     fn modify_instance_metadata_options(
         &self,

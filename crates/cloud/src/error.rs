@@ -38,6 +38,12 @@ pub enum ApiError {
     /// An image id not of the form `ami-` and 8 or 17 hex digits.
     #[error("Invalid id: \"{0}\" (expecting \"ami-...\")")]
     ImageIdMalformed(String),
+    /// A snapshot id that names no snapshot (EC2's message).
+    #[error("The snapshot '{0}' does not exist.")]
+    SnapshotNotFound(String),
+    /// A snapshot id not of the form `snap-` and 8 or 17 hex digits.
+    #[error("Invalid id: \"{0}\" (expecting \"snap-...\")")]
+    SnapshotIdMalformed(String),
     /// The same ClientToken with different parameters.
     #[error("{0}")]
     IdempotentParameterMismatch(String),
@@ -91,6 +97,8 @@ impl ApiError {
             ApiError::InvalidId(_) => "InvalidID",
             ApiError::ImageNotFound(_) => "InvalidAMIID.NotFound",
             ApiError::ImageIdMalformed(_) => "InvalidAMIID.Malformed",
+            ApiError::SnapshotNotFound(_) => "InvalidSnapshot.NotFound",
+            ApiError::SnapshotIdMalformed(_) => "InvalidSnapshotID.Malformed",
             ApiError::IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
             ApiError::IncorrectInstanceState(_) => "IncorrectInstanceState",
             ApiError::UnsupportedOperation(_) => "UnsupportedOperation",
@@ -117,6 +125,8 @@ impl ApiError {
             | ApiError::InvalidId(_)
             | ApiError::ImageNotFound(_)
             | ApiError::ImageIdMalformed(_)
+            | ApiError::SnapshotNotFound(_)
+            | ApiError::SnapshotIdMalformed(_)
             | ApiError::IdempotentParameterMismatch(_)
             | ApiError::IncorrectInstanceState(_)
             | ApiError::UnsupportedOperation(_)
@@ -188,6 +198,16 @@ mod tests {
                 400,
             ),
             (ApiError::InvalidId("x".into()), "InvalidID", 400),
+            (
+                ApiError::SnapshotNotFound("snap-1".into()),
+                "InvalidSnapshot.NotFound",
+                400,
+            ),
+            (
+                ApiError::SnapshotIdMalformed("snap-x".into()),
+                "InvalidSnapshotID.Malformed",
+                400,
+            ),
             (
                 ApiError::TagLimitExceeded("x".into()),
                 "TagLimitExceeded",

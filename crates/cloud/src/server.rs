@@ -556,6 +556,11 @@ fn answer(
             response.request_id = id;
             response.to_xml()
         }
+        Ec2Request::DeleteSnapshot(r) => {
+            let mut response = backend.delete_snapshot(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
         Ec2Request::ModifyInstanceMetadataOptions(r) => {
             let mut response = backend.modify_instance_metadata_options(r)?;
             response.request_id = id;

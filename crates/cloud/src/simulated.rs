@@ -39,8 +39,8 @@ use endstate_wire::{
     TerminateInstancesResponse, UserData,
 };
 use endstate_wire::{
-    DeregisterImageRequest, DeregisterImageResponse, GetConsoleOutputRequest,
-    GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
+    DeleteSnapshotRequest, DeleteSnapshotResponse, DeregisterImageRequest, DeregisterImageResponse,
+    GetConsoleOutputRequest, GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
     ModifyInstanceMetadataOptionsResponse,
 };
 use rand::rngs::StdRng;
@@ -529,6 +529,75 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 
 fn any_match(values: &[String], text: &str) -> bool {
     values.iter().any(|v| glob_match(v, text))
+}
+
+/// A DescribeImages filter, checked for a name EC2 knows (of those the
+/// built-in cloud's images have).
+#[derive(Debug)]
+enum ImageFilter<'a> {
+    /// `image-id`, `name`, `state`, `architecture`: a field's value
+    /// against the filter's patterns.
+    Field(&'a str, &'a [String]),
+    /// `owner-id`, with `self` read as this account.
+    Owner(Vec<String>),
+    Tag(&'a str, &'a [String]),
+    TagKey(&'a [String]),
+}
+
+impl<'a> ImageFilter<'a> {
+    fn parse(filter: &'a Filter, account_id: &str) -> Result<Self, ApiError> {
+        let values = filter.values.as_slice();
+        Ok(match filter.name.as_str() {
+            name @ ("image-id" | "name" | "state" | "architecture") => {
+                ImageFilter::Field(name, values)
+            }
+            "owner-id" => ImageFilter::Owner(
+                values
+                    .iter()
+                    .map(|v| {
+                        if v == "self" {
+                            account_id.to_string()
+                        } else {
+                            v.clone()
+                        }
+                    })
+                    .collect(),
+            ),
+            "tag-key" => ImageFilter::TagKey(values),
+            name => match name.strip_prefix("tag:") {
+                Some(key) => ImageFilter::Tag(key, values),
+                None => {
+                    return Err(ApiError::InvalidParameterValue(format!(
+                        "The filter '{name}' is invalid"
+                    )))
+                }
+            },
+        })
+    }
+
+    fn matches(&self, image: &Image) -> bool {
+        match self {
+            ImageFilter::Field(name, values) => {
+                let value = match *name {
+                    "image-id" => Some(image.image_id.as_str()),
+                    "name" => image.name.as_deref(),
+                    "state" => Some(image.state.as_str()),
+                    "architecture" => image.architecture.as_deref(),
+                    _ => None,
+                };
+                value.is_some_and(|v| any_match(values, v))
+            }
+            ImageFilter::Owner(owners) => image
+                .owner_id
+                .as_deref()
+                .is_some_and(|o| any_match(owners, o)),
+            ImageFilter::Tag(key, values) => image
+                .tags
+                .iter()
+                .any(|t| t.key == *key && any_match(values, &t.value)),
+            ImageFilter::TagKey(keys) => image.tags.iter().any(|t| any_match(keys, &t.key)),
+        }
+    }
 }
 
 /// A describe filter, checked for a name EC2 knows.
@@ -1980,6 +2049,19 @@ impl Backend for SimulatedBackend {
     ) -> Result<DescribeImagesResponse, ApiError> {
         let mut guard = self.lock();
         self.admit(&mut guard, "DescribeImages", false, 0)?;
+        if let Some(max) = request.max_results {
+            if !request.image_ids.is_empty() {
+                return Err(ApiError::InvalidParameterCombination(
+                    "The parameter imageIdsSet cannot be used with the parameter maxResults"
+                        .to_string(),
+                ));
+            }
+            if !(1..=1000).contains(&max) {
+                return Err(ApiError::InvalidParameterValue(format!(
+                    "Value ({max}) for parameter maxResults is invalid. Expected a value between 1 and 1000."
+                )));
+            }
+        }
         for id in &request.image_ids {
             if !is_hex_id(id, "ami-") {
                 return Err(ApiError::ImageIdMalformed(id.clone()));
@@ -1988,39 +2070,65 @@ impl Backend for SimulatedBackend {
                 return Err(ApiError::ImageNotFound(id.clone()));
             }
         }
+        let filters = request
+            .filters
+            .iter()
+            .map(|f| ImageFilter::parse(f, &self.config.account_id))
+            .collect::<Result<Vec<_>, _>>()?;
+        // `self` is this account; any other owner (an account id, an alias
+        // such as `amazon`) is compared with the image's owner as given.
+        let owners: Vec<&str> = request
+            .owners
+            .iter()
+            .map(|o| match o.as_str() {
+                "self" => self.config.account_id.as_str(),
+                other => other,
+            })
+            .collect();
+        let limit = request.max_results.map_or(usize::MAX, |m| m as usize);
+        let after = request.next_token.as_deref();
         let mut images = Vec::new();
+        let mut next_token = None;
         for image in guard.images.values().map(|i| &i.image) {
+            // Pages run in image-id order; the token is the last id given.
+            if after.is_some_and(|token| image.image_id.as_str() <= token) {
+                continue;
+            }
             if !request.image_ids.is_empty() && !request.image_ids.contains(&image.image_id) {
                 continue;
             }
-            let mut keep = true;
-            for filter in &request.filters {
-                let value = match filter.name.as_str() {
-                    "image-id" => Some(image.image_id.as_str()),
-                    "name" => image.name.as_deref(),
-                    "state" => Some(image.state.as_str()),
-                    "architecture" => image.architecture.as_deref(),
-                    name if name.starts_with("tag:") => image
-                        .tags
-                        .iter()
-                        .find(|t| t.key == name[4..])
-                        .map(|t| t.value.as_str()),
-                    other => {
-                        return Err(ApiError::InvalidParameterValue(format!(
-                            "The filter '{other}' is invalid"
-                        )))
-                    }
-                };
-                keep &= value.is_some_and(|v| any_match(&filter.values, v));
+            if !owners.is_empty() && !owners.iter().any(|o| image.owner_id.as_deref() == Some(*o)) {
+                continue;
             }
-            if keep {
-                images.push(image.clone());
+            if !filters.iter().all(|f| f.matches(image)) {
+                continue;
             }
+            if images.len() == limit {
+                next_token = images.last().map(|i: &Image| i.image_id.clone());
+                break;
+            }
+            images.push(image.clone());
         }
         Ok(DescribeImagesResponse {
             request_id: None,
             images,
+            // The built-in cloud's images have no EBS snapshots.
+            block_devices: BTreeMap::new(),
+            next_token,
         })
+    }
+
+    /// No snapshots exist here: a well-formed id is unknown, as on EC2.
+    fn delete_snapshot(
+        &self,
+        request: &DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, ApiError> {
+        let mut guard = self.lock();
+        self.admit(&mut guard, "DeleteSnapshot", false, 0)?;
+        if !is_hex_id(&request.snapshot_id, "snap-") {
+            return Err(ApiError::SnapshotIdMalformed(request.snapshot_id.clone()));
+        }
+        Err(ApiError::SnapshotNotFound(request.snapshot_id.clone()))
     }
 
     fn describe_availability_zones(
@@ -2175,6 +2283,18 @@ impl Backend for SimulatedBackend {
             return Err(ApiError::InvalidAmiNameDuplicate(format!(
                 "AMI name {} is already in use by an existing AMI",
                 request.name
+            )));
+        }
+        // EC2 tags the image and its snapshots at creation; the built-in
+        // cloud's images have no snapshots, so their tags go nowhere.
+        if let Some(other) = request
+            .tag_specifications
+            .iter()
+            .find(|s| !matches!(s.resource_type.as_str(), "image" | "snapshot"))
+        {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "'{}' is not a valid taggable resource type for this operation.",
+                other.resource_type
             )));
         }
         check_tag_keys(
@@ -2453,6 +2573,160 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(options.http_tokens.as_deref(), Some("required"));
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn images_are_found_by_owner_tag_name_and_state_in_pages() {
+        let clock = Arc::new(endstate_clock::ManualClock::new(Duration::from_secs(
+            1_795_780_800,
+        )));
+        let mut config = SimulatedConfig::new("us-east-1");
+        config.throttling = None;
+        config.images[0].owner_id = Some("amazon".to_string());
+        let backend = SimulatedBackend::new(config, clock.clone());
+        let run = RunInstancesRequest {
+            image_id: backend.config().images[0].image_id.clone(),
+            instance_type: None,
+            min_count: 1,
+            max_count: 1,
+            client_token: None,
+            availability_zone: None,
+            subnet_id: None,
+            security_group_ids: vec![],
+            key_name: None,
+            iam_instance_profile_name: None,
+            user_data: None,
+            block_device_mappings: vec![],
+            metadata_options: None,
+            tag_specifications: vec![],
+        };
+        let id = backend.run_instances(&run).unwrap().reservation.instances[0]
+            .instance_id
+            .clone();
+        clock.advance(Duration::from_secs(60));
+        let create = |name: &str, tags: Vec<Tag>, resource_type: &str| CreateImageRequest {
+            instance_id: id.clone(),
+            name: name.to_string(),
+            description: Some("baked".to_string()),
+            no_reboot: Some(true),
+            tag_specifications: vec![endstate_wire::TagSpecification {
+                resource_type: resource_type.to_string(),
+                tags,
+            }],
+        };
+        assert!(matches!(
+            backend.create_image(&create("web-0", vec![], "instance")),
+            Err(ApiError::InvalidParameterValue(_))
+        ));
+        let mut made = Vec::new();
+        for (name, bake) in [("web-1", "web"), ("web-2", "web"), ("api-1", "api")] {
+            let mut request = create(name, vec![Tag::new("endstate:bake", bake)], "image");
+            request
+                .tag_specifications
+                .push(endstate_wire::TagSpecification {
+                    resource_type: "snapshot".to_string(),
+                    tags: vec![Tag::new("ignored", "no snapshots here")],
+                });
+            made.push(backend.create_image(&request).unwrap().image_id);
+            clock.advance(Duration::from_secs(1));
+        }
+        let names = |request: DescribeImagesRequest| {
+            let response = backend.describe_images(&request).unwrap();
+            assert!(response.block_devices.is_empty());
+            let mut names: Vec<String> =
+                response.images.into_iter().filter_map(|i| i.name).collect();
+            names.sort();
+            names
+        };
+        let filter = |name: &str, values: &[&str]| Filter {
+            name: name.to_string(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let owned = |filters: Vec<Filter>| DescribeImagesRequest {
+            owners: vec!["self".to_string()],
+            filters,
+            ..Default::default()
+        };
+        assert_eq!(names(owned(vec![])), ["api-1", "web-1", "web-2"]);
+        assert_eq!(
+            names(DescribeImagesRequest {
+                owners: vec!["amazon".to_string()],
+                ..Default::default()
+            }),
+            ["endstate-base"]
+        );
+        assert_eq!(
+            names(owned(vec![filter("tag:endstate:bake", &["web"])])),
+            ["web-1", "web-2"]
+        );
+        assert_eq!(
+            names(owned(vec![filter("tag-key", &["endstate:*"])])),
+            ["api-1", "web-1", "web-2"]
+        );
+        assert_eq!(
+            names(owned(vec![
+                filter("name", &["web-?"]),
+                filter("state", &["available"]),
+                filter("owner-id", &["self"]),
+            ])),
+            ["web-1", "web-2"]
+        );
+        assert!(names(owned(vec![filter("state", &["pending"])])).is_empty());
+        assert!(matches!(
+            backend.describe_images(&owned(vec![filter("description", &["baked"])])),
+            Err(ApiError::InvalidParameterValue(_))
+        ));
+
+        // Pages of two in id order, the token the last id given.
+        let mut seen = Vec::new();
+        let mut next_token = None;
+        let mut pages = 0;
+        loop {
+            let response = backend
+                .describe_images(&DescribeImagesRequest {
+                    max_results: Some(2),
+                    next_token: next_token.take(),
+                    ..owned(vec![])
+                })
+                .unwrap();
+            pages += 1;
+            seen.extend(response.images.into_iter().map(|i| i.image_id));
+            match response.next_token {
+                Some(token) => next_token = Some(token),
+                None => break,
+            }
+        }
+        made.sort();
+        assert_eq!((seen, pages), (made.clone(), 2));
+        assert!(matches!(
+            backend.describe_images(&DescribeImagesRequest {
+                image_ids: vec![made[0].clone()],
+                max_results: Some(5),
+                ..Default::default()
+            }),
+            Err(ApiError::InvalidParameterCombination(_))
+        ));
+        assert!(matches!(
+            backend.describe_images(&DescribeImagesRequest {
+                max_results: Some(0),
+                ..Default::default()
+            }),
+            Err(ApiError::InvalidParameterValue(_))
+        ));
+
+        for (snapshot, code) in [
+            ("snap-0123456789abcdef0", "InvalidSnapshot.NotFound"),
+            ("snap-nothex", "InvalidSnapshotID.Malformed"),
+            ("vol-0123456789abcdef0", "InvalidSnapshotID.Malformed"),
+        ] {
+            let error = backend
+                .delete_snapshot(&DeleteSnapshotRequest {
+                    snapshot_id: snapshot.to_string(),
+                })
+                .unwrap_err();
+            assert_eq!(error.code(), code, "{snapshot}");
+        }
     }
 
     #[derive(Debug)]

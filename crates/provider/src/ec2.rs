@@ -174,7 +174,7 @@ impl Ec2Client {
 
     /// Sends one request and parses its answer, in a `tracing` span that
     /// names the action (never the body: it carries user data).
-    async fn call<Req: Request, Resp: Response>(
+    pub(crate) async fn call<Req: Request, Resp: Response>(
         &self,
         operation: Operation,
         request: &Req,
@@ -419,8 +419,7 @@ impl Provider for Ec2Client {
         }
         let request = DescribeImagesRequest {
             image_ids: ids.to_vec(),
-            owners: Vec::new(),
-            filters: Vec::new(),
+            ..DescribeImagesRequest::default()
         };
         let response: DescribeImagesResponse =
             self.call(Operation::DescribeImages, &request).await?;

@@ -2,7 +2,10 @@
 //! by tag with paging, terminate, tag, images, zones — and its
 //! implementations: [`ec2::Ec2Client`], our own EC2 Query-protocol client
 //! (real AWS, moto, the built-in cloud), and [`fake::FakeProvider`], an
-//! in-memory stand-in for unit tests of the layers above.
+//! in-memory stand-in for unit tests of the layers above. The image
+//! pipeline's calls (stop, console, CreateImage, DescribeImages,
+//! DeregisterImage, DeleteSnapshot) are their own trait,
+//! [`images::Images`], as ELBv2's are [`elbv2::LoadBalancing`].
 //!
 //! This crate does not rate-limit or retry: every call is one request, and
 //! its error says whether it may be retried. Token buckets and backoff live in
@@ -17,6 +20,7 @@ pub use endstate_plan::observed::{Instance, InstanceState};
 pub mod ec2;
 pub mod elbv2;
 pub mod fake;
+pub mod images;
 mod query;
 
 /// One RunInstances call: `count` instances of one type in one zone, tagged
@@ -145,6 +149,11 @@ pub enum Operation {
     DescribeAvailabilityZones,
     DescribeInstanceStatus,
     GetConsoleOutput,
+    /// The image pipeline's calls ([`images::Images`]).
+    StopInstances,
+    CreateImage,
+    DeregisterImage,
+    DeleteSnapshot,
     /// endstate's extension action (not EC2's); a non-mutating describe.
     DescribeInstanceUtilization,
     /// An Elastic Load Balancing v2 action, by name (its own API, with its
@@ -165,6 +174,10 @@ impl Operation {
             Operation::DescribeAvailabilityZones => "DescribeAvailabilityZones",
             Operation::DescribeInstanceStatus => "DescribeInstanceStatus",
             Operation::GetConsoleOutput => "GetConsoleOutput",
+            Operation::StopInstances => "StopInstances",
+            Operation::CreateImage => "CreateImage",
+            Operation::DeregisterImage => "DeregisterImage",
+            Operation::DeleteSnapshot => "DeleteSnapshot",
             Operation::DescribeInstanceUtilization => "DescribeInstanceUtilization",
             Operation::Elbv2(action) => action,
         }
@@ -231,6 +244,13 @@ impl ProviderError {
     pub fn is_unsupported(&self) -> bool {
         matches!(self, ProviderError::Unsupported { .. })
             || matches!(self.code(), Some("InvalidAction" | "UnsupportedOperation"))
+    }
+
+    /// The resource the call named does not exist (EC2's `*.NotFound`
+    /// codes: `InvalidAMIID.NotFound`, `InvalidSnapshot.NotFound`, ...):
+    /// for a delete, the work is already done.
+    pub fn is_not_found(&self) -> bool {
+        self.code().is_some_and(|code| code.ends_with(".NotFound"))
     }
 
     /// EC2 throttled the call.

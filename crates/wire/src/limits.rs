@@ -57,6 +57,11 @@ impl RequestClass {
             "StartInstances" => RequestClass::StartInstances,
             "TerminateInstances" => RequestClass::TerminateInstances,
             "CreateTags" | "DeleteTags" => RequestClass::Tags,
+            // The image pipeline's calls (bake and its retention): EC2 counts
+            // them as mutating; named so that no prefix rule below takes them.
+            "StopInstances" | "CreateImage" | "DeregisterImage" | "DeleteSnapshot" => {
+                RequestClass::Mutating
+            }
             "DescribeInstances"
             | "DescribeInstanceStatus"
             | "DescribeNetworkInterfaces"
@@ -223,6 +228,14 @@ mod tests {
             RequestClass::Mutating
         );
         assert_eq!(RequestClass::of("DeleteTags", false), RequestClass::Tags);
+        for action in ["CreateImage", "DeregisterImage", "DeleteSnapshot"] {
+            assert_eq!(RequestClass::of(action, true), RequestClass::Mutating);
+        }
+        assert_eq!(
+            RequestClass::of("GetConsoleOutput", true),
+            RequestClass::NonMutating
+        );
+        assert_eq!(ResourceClass::of("DeleteSnapshot"), None);
         // endstate's extension action is a plain describe, filtered or not.
         for unfiltered in [true, false] {
             assert_eq!(

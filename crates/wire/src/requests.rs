@@ -165,12 +165,17 @@ pub struct DeleteTagsRequest {
     pub tags: Vec<DeleteTag>,
 }
 
-/// DescribeImages.
+/// DescribeImages. `owners` are account ids or `self`; without ids or
+/// owners EC2 lists every image the caller may launch, public ones
+/// included. `max_results` (EC2 takes 1..=1000) cannot be combined with
+/// `image_ids`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DescribeImagesRequest {
     pub image_ids: Vec<String>,
     pub owners: Vec<String>,
     pub filters: Vec<Filter>,
+    pub max_results: Option<u32>,
+    pub next_token: Option<String>,
 }
 
 /// DescribeAvailabilityZones.
@@ -237,6 +242,13 @@ pub struct CreateImageRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeregisterImageRequest {
     pub image_id: String,
+}
+
+/// DeleteSnapshot: an EBS snapshot, such as one an image was made of
+/// (EC2 refuses while a registered image still uses it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteSnapshotRequest {
+    pub snapshot_id: String,
 }
 
 /// ModifyInstanceMetadataOptions: the options of one instance's metadata
@@ -337,6 +349,7 @@ pub enum Ec2Request {
     GetConsoleOutput(GetConsoleOutputRequest),
     CreateImage(CreateImageRequest),
     DeregisterImage(DeregisterImageRequest),
+    DeleteSnapshot(DeleteSnapshotRequest),
     ModifyInstanceMetadataOptions(ModifyInstanceMetadataOptionsRequest),
     /// endstate's extension (not EC2's): see the request type.
     DescribeInstanceUtilization(DescribeInstanceUtilizationRequest),
@@ -388,6 +401,9 @@ impl Ec2Request {
             DeregisterImageRequest::ACTION => {
                 Ec2Request::DeregisterImage(DeregisterImageRequest::from_params(params)?)
             }
+            DeleteSnapshotRequest::ACTION => {
+                Ec2Request::DeleteSnapshot(DeleteSnapshotRequest::from_params(params)?)
+            }
             ModifyInstanceMetadataOptionsRequest::ACTION => {
                 Ec2Request::ModifyInstanceMetadataOptions(
                     ModifyInstanceMetadataOptionsRequest::from_params(params)?,
@@ -422,6 +438,7 @@ impl Ec2Request {
             Ec2Request::GetConsoleOutput(_) => GetConsoleOutputRequest::ACTION,
             Ec2Request::CreateImage(_) => CreateImageRequest::ACTION,
             Ec2Request::DeregisterImage(_) => DeregisterImageRequest::ACTION,
+            Ec2Request::DeleteSnapshot(_) => DeleteSnapshotRequest::ACTION,
             Ec2Request::ModifyInstanceMetadataOptions(_) => {
                 ModifyInstanceMetadataOptionsRequest::ACTION
             }
@@ -448,6 +465,7 @@ impl Ec2Request {
             Ec2Request::GetConsoleOutput(r) => r.to_params(),
             Ec2Request::CreateImage(r) => r.to_params(),
             Ec2Request::DeregisterImage(r) => r.to_params(),
+            Ec2Request::DeleteSnapshot(r) => r.to_params(),
             Ec2Request::ModifyInstanceMetadataOptions(r) => r.to_params(),
             Ec2Request::DescribeInstanceUtilization(r) => r.to_params(),
         }
@@ -759,12 +777,15 @@ impl Request for DeleteTagsRequest {
 
 impl Request for DescribeImagesRequest {
     const ACTION: &'static str = "DescribeImages";
-    const PARAMETERS: &'static [&'static str] = &["ImageId", "Owner", "Filter"];
+    const PARAMETERS: &'static [&'static str] =
+        &["ImageId", "Owner", "Filter", "MaxResults", "NextToken"];
 
     fn write_params(&self, p: &mut Params) {
         p.insert_list("ImageId", &self.image_ids);
         p.insert_list("Owner", &self.owners);
         write_filters(p, &self.filters);
+        p.insert_opt("MaxResults", self.max_results.map(|m| m.to_string()));
+        p.insert_opt("NextToken", self.next_token.as_deref());
     }
 
     fn read_params(p: &Params) -> Result<Self, WireError> {
@@ -772,6 +793,8 @@ impl Request for DescribeImagesRequest {
             image_ids: p.list("ImageId")?,
             owners: p.list("Owner")?,
             filters: read_filters(p)?,
+            max_results: p.get_u32("MaxResults")?,
+            next_token: owned(p.get("NextToken")),
         })
     }
 }
@@ -914,6 +937,21 @@ impl Request for DeregisterImageRequest {
     fn read_params(p: &Params) -> Result<Self, WireError> {
         Ok(Self {
             image_id: p.require("ImageId")?.to_string(),
+        })
+    }
+}
+
+impl Request for DeleteSnapshotRequest {
+    const ACTION: &'static str = "DeleteSnapshot";
+    const PARAMETERS: &'static [&'static str] = &["SnapshotId"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert("SnapshotId", self.snapshot_id.as_str());
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            snapshot_id: p.require("SnapshotId")?.to_string(),
         })
     }
 }
@@ -1111,8 +1149,31 @@ mod tests {
         roundtrip(DescribeImagesRequest {
             image_ids: vec!["ami-1".into()],
             owners: vec!["self".into()],
-            filters: vec![],
+            ..Default::default()
         });
+        let p = roundtrip(DescribeImagesRequest {
+            owners: vec!["self".into()],
+            filters: vec![
+                Filter {
+                    name: "tag:endstate:bake".into(),
+                    values: vec!["web".into()],
+                },
+                Filter {
+                    name: "tag-key".into(),
+                    values: vec!["endstate:parent".into()],
+                },
+                Filter {
+                    name: "state".into(),
+                    values: vec!["available".into(), "pending".into()],
+                },
+            ],
+            max_results: Some(1000),
+            next_token: Some("tok".into()),
+            ..Default::default()
+        });
+        assert_eq!(p.get("Owner.1"), Some("self"));
+        assert_eq!(p.get("Filter.3.Value.2"), Some("pending"));
+        assert_eq!(p.get("MaxResults"), Some("1000"));
         roundtrip(DescribeAvailabilityZonesRequest {
             zone_names: vec!["us-east-1a".into()],
             filters: vec![],
@@ -1196,6 +1257,11 @@ mod tests {
         roundtrip(DeregisterImageRequest {
             image_id: "ami-1".into(),
         });
+        let p = roundtrip(DeleteSnapshotRequest {
+            snapshot_id: "snap-1".into(),
+        });
+        assert_eq!(p.get("Action"), Some("DeleteSnapshot"));
+        assert_eq!(p.get("SnapshotId"), Some("snap-1"));
         let p = roundtrip(ModifyInstanceMetadataOptionsRequest {
             instance_id: "i-1".into(),
             options: InstanceMetadataOptions {
@@ -1210,6 +1276,7 @@ mod tests {
             "Action=GetConsoleOutput&Version=2016-11-15&InstanceId=i-1",
             "Action=CreateImage&Version=2016-11-15&InstanceId=i-1&Name=n",
             "Action=DeregisterImage&Version=2016-11-15&ImageId=ami-1",
+            "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-1",
             "Action=ModifyInstanceMetadataOptions&Version=2016-11-15&InstanceId=i-1&HttpTokens=required",
         ] {
             let request = Ec2Request::from_form(form).unwrap();
@@ -1217,6 +1284,10 @@ mod tests {
         }
         assert!(
             Ec2Request::from_form("Action=CreateImage&Version=2016-11-15&InstanceId=i-1").is_err()
+        );
+        assert_eq!(
+            Ec2Request::from_form("Action=DeleteSnapshot&Version=2016-11-15").unwrap_err(),
+            WireError::MissingParameter("SnapshotId".into())
         );
     }
 

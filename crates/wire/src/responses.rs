@@ -5,6 +5,9 @@
 //! (moto and EC2 send dozens more per instance). Writing emits EC2's element
 //! names and nesting so that the aws CLI and AWS SDKs can read our server.
 
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
 use roxmltree::Node;
 
 use crate::error::WireError;
@@ -576,11 +579,107 @@ pub struct Image {
     pub tags: Vec<Tag>,
 }
 
+/// One `blockDeviceMapping` item of an image: a device and, for an EBS
+/// device, the snapshot its volumes are made from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageBlockDevice {
+    pub device_name: String,
+    pub snapshot_id: Option<String>,
+    pub volume_size: Option<u32>,
+    pub volume_type: Option<String>,
+    pub delete_on_termination: Option<bool>,
+}
+
 /// DescribeImages' answer.
+///
+/// The images' block devices are kept by image id beside the images, not
+/// in [`Image`]: `Image` is built in many places (configured images,
+/// restored records, fixtures) that know nothing of devices, and an image
+/// absent from the map simply has none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DescribeImagesResponse {
     pub request_id: Option<String>,
     pub images: Vec<Image>,
+    /// Image id → its `blockDeviceMapping` items, in order.
+    pub block_devices: BTreeMap<String, Vec<ImageBlockDevice>>,
+    pub next_token: Option<String>,
+}
+
+impl DescribeImagesResponse {
+    /// The block devices of the image `image_id` (none if it has none).
+    pub fn devices_of(&self, image_id: &str) -> &[ImageBlockDevice] {
+        self.block_devices
+            .get(image_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The EBS snapshot ids of the image `image_id`, in device order.
+    pub fn snapshot_ids_of(&self, image_id: &str) -> Vec<String> {
+        self.devices_of(image_id)
+            .iter()
+            .filter_map(|d| d.snapshot_id.clone())
+            .collect()
+    }
+}
+
+fn write_block_devices(w: &mut XmlWriter, devices: &[ImageBlockDevice]) {
+    if devices.is_empty() {
+        w.empty("blockDeviceMapping");
+        return;
+    }
+    w.open("blockDeviceMapping");
+    for device in devices {
+        w.open("item");
+        w.leaf("deviceName", &device.device_name);
+        w.open("ebs");
+        w.leaf_opt("snapshotId", device.snapshot_id.as_deref());
+        w.leaf_opt(
+            "volumeSize",
+            device.volume_size.map(|s| s.to_string()).as_deref(),
+        );
+        w.leaf_opt(
+            "deleteOnTermination",
+            device
+                .delete_on_termination
+                .map(|d| d.to_string())
+                .as_deref(),
+        );
+        w.leaf_opt("volumeType", device.volume_type.as_deref());
+        w.close("ebs");
+        w.close("item");
+    }
+    w.close("blockDeviceMapping");
+}
+
+/// Reads an image's `blockDeviceMapping`; an item without `ebs` (an
+/// instance-store or suppressed device) has no snapshot.
+fn read_block_devices(image: Node<'_, '_>) -> Result<Vec<ImageBlockDevice>, WireError> {
+    xml::items(image, "blockDeviceMapping")
+        .map(|item| {
+            let ebs = xml::child(item, "ebs");
+            let delete_on_termination = ebs
+                .and_then(|e| xml::text_nonempty(e, "deleteOnTermination"))
+                .map(|d| match d.trim() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    other => Err(WireError::Xml(format!(
+                        "<deleteOnTermination> of an image's block device is {other:?}, not a boolean"
+                    ))),
+                })
+                .transpose()?;
+            Ok(ImageBlockDevice {
+                device_name: xml::text(item, "deviceName").unwrap_or_default(),
+                snapshot_id: ebs.and_then(|e| xml::text_nonempty(e, "snapshotId")),
+                volume_size: match ebs {
+                    Some(e) => xml::number::<u32>(e, "volumeSize")?,
+                    None => None,
+                },
+                volume_type: ebs.and_then(|e| xml::text_nonempty(e, "volumeType")),
+                delete_on_termination,
+            })
+        })
+        .collect()
 }
 
 impl Response for DescribeImagesResponse {
@@ -602,10 +701,12 @@ impl Response for DescribeImagesResponse {
             w.leaf_opt("name", image.name.as_deref());
             w.leaf("rootDeviceType", "ebs");
             w.leaf_opt("rootDeviceName", image.root_device_name.as_deref());
+            write_block_devices(&mut w, self.devices_of(&image.image_id));
             write_tag_set(&mut w, &image.tags);
             w.close("item");
         }
         w.close("imagesSet");
+        w.leaf_opt("nextToken", self.next_token.as_deref());
         w.close(Self::ROOT);
         w.finish()
     }
@@ -613,8 +714,14 @@ impl Response for DescribeImagesResponse {
     fn from_xml(text: &str) -> Result<Self, WireError> {
         let doc = xml::parse(text)?;
         let root = xml::root(&doc, Self::ROOT)?;
+        let mut block_devices = BTreeMap::new();
         let images = xml::items(root, "imagesSet")
             .map(|item| {
+                let devices = read_block_devices(item)?;
+                let image_id = xml::required_text(item, "imageId")?;
+                if !devices.is_empty() {
+                    block_devices.insert(image_id, devices);
+                }
                 Ok(Image {
                     image_id: xml::required_text(item, "imageId")?,
                     name: xml::text_nonempty(item, "name"),
@@ -630,6 +737,8 @@ impl Response for DescribeImagesResponse {
         Ok(Self {
             request_id: read_request_id(root),
             images,
+            block_devices,
+            next_token: xml::text_nonempty(root, "nextToken"),
         })
     }
 }
@@ -704,6 +813,23 @@ pub struct GetConsoleOutputResponse {
     pub timestamp: Option<String>,
     /// Base64; `None` when the instance has written nothing yet.
     pub output: Option<String>,
+}
+
+impl GetConsoleOutputResponse {
+    /// The console bytes, decoded from base64 (line breaks tolerated);
+    /// empty when the instance has written nothing yet.
+    pub fn decoded_output(&self) -> Result<Vec<u8>, WireError> {
+        let Some(output) = &self.output else {
+            return Ok(Vec::new());
+        };
+        let compact: String = output
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|e| WireError::Xml(format!("<output> of GetConsoleOutput is not base64: {e}")))
+    }
 }
 
 impl Response for GetConsoleOutputResponse {
@@ -840,6 +966,11 @@ return_response!(
     DeregisterImageResponse
 );
 
+return_response!(
+    /// DeleteSnapshot's answer.
+    DeleteSnapshotResponse
+);
+
 /// ModifyInstanceMetadataOptions' answer: the options as they now are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModifyInstanceMetadataOptionsResponse {
@@ -912,6 +1043,70 @@ mod tests {
     }
 
     #[test]
+    fn images_carry_their_snapshots_and_paging() {
+        let image = |id: &str| Image {
+            image_id: id.into(),
+            name: Some(format!("bake-{id}")),
+            state: "available".into(),
+            owner_id: Some("123456789012".into()),
+            architecture: None,
+            root_device_name: Some("/dev/xvda".into()),
+            creation_date: Some("2026-11-28T03:00:00.000Z".into()),
+            tags: vec![Tag::new("endstate:bake", "web")],
+        };
+        let response = DescribeImagesResponse {
+            request_id: Some("r".into()),
+            images: vec![image("ami-1"), image("ami-2")],
+            block_devices: BTreeMap::from([(
+                "ami-1".to_string(),
+                vec![
+                    ImageBlockDevice {
+                        device_name: "/dev/xvda".into(),
+                        snapshot_id: Some("snap-1".into()),
+                        volume_size: Some(8),
+                        volume_type: Some("gp3".into()),
+                        delete_on_termination: Some(true),
+                    },
+                    ImageBlockDevice {
+                        device_name: "/dev/xvdb".into(),
+                        snapshot_id: Some("snap-2".into()),
+                        ..Default::default()
+                    },
+                ],
+            )]),
+            next_token: Some("page-2".into()),
+        };
+        let xml = roundtrip(response.clone());
+        assert!(xml.contains("<snapshotId>snap-2</snapshotId>"), "{xml}");
+        assert_eq!(response.snapshot_ids_of("ami-1"), ["snap-1", "snap-2"]);
+        assert!(response.snapshot_ids_of("ami-2").is_empty());
+        assert!(response.devices_of("ami-9").is_empty());
+        let err = DescribeImagesResponse::from_xml(
+            "<DescribeImagesResponse><imagesSet><item><imageId>ami-1</imageId>\
+             <blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs>\
+             <deleteOnTermination>maybe</deleteOnTermination></ebs></item></blockDeviceMapping>\
+             </item></imagesSet></DescribeImagesResponse>",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("deleteOnTermination"), "{err}");
+    }
+
+    #[test]
+    fn console_output_decodes_from_base64() {
+        let mut response = GetConsoleOutputResponse {
+            request_id: None,
+            instance_id: "i-1".into(),
+            timestamp: None,
+            output: Some("aGVsbG8g\nd29ybGQK".into()),
+        };
+        assert_eq!(response.decoded_output().unwrap(), b"hello world\n");
+        response.output = None;
+        assert!(response.decoded_output().unwrap().is_empty());
+        response.output = Some("!!".into());
+        assert!(response.decoded_output().is_err());
+    }
+
+    #[test]
     fn instance_utilization_response_roundtrips() {
         let xml = roundtrip(DescribeInstanceUtilizationResponse {
             request_id: Some("r".into()),
@@ -961,6 +1156,10 @@ mod tests {
         roundtrip(DeregisterImageResponse {
             request_id: Some("r".into()),
         });
+        let xml = roundtrip(DeleteSnapshotResponse {
+            request_id: Some("r".into()),
+        });
+        assert!(xml.contains("<DeleteSnapshotResponse"), "{xml}");
         roundtrip(ModifyInstanceMetadataOptionsResponse {
             request_id: None,
             instance_id: "i-1".into(),
@@ -1018,6 +1217,7 @@ mod tests {
                 creation_date: Some("2026-11-27T15:29:14.000Z".into()),
                 tags: vec![],
             }],
+            ..Default::default()
         });
         roundtrip(DescribeAvailabilityZonesResponse {
             request_id: Some("req-7".into()),

@@ -32,9 +32,10 @@ use endstate_clock::{SharedClock, SystemClock};
 use endstate_imds::Signer;
 use endstate_wire::{
     CreateImageRequest, CreateImageResponse, CreateTagsRequest, CreateTagsResponse,
-    DeleteTagsRequest, DeleteTagsResponse, DeregisterImageRequest, DeregisterImageResponse,
-    DescribeAvailabilityZonesRequest, DescribeAvailabilityZonesResponse, DescribeImagesRequest,
-    DescribeImagesResponse, DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
+    DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteTagsRequest, DeleteTagsResponse,
+    DeregisterImageRequest, DeregisterImageResponse, DescribeAvailabilityZonesRequest,
+    DescribeAvailabilityZonesResponse, DescribeImagesRequest, DescribeImagesResponse,
+    DescribeInstanceStatusRequest, DescribeInstanceStatusResponse,
     DescribeInstanceUtilizationRequest, DescribeInstanceUtilizationResponse,
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest,
     GetConsoleOutputResponse, Image, InstanceUtilization, ModifyInstanceMetadataOptionsRequest,
@@ -498,6 +499,14 @@ impl Backend for ProcessBackend {
         r: &DeregisterImageRequest,
     ) -> Result<DeregisterImageResponse, ApiError> {
         self.core.deregister_image(r)
+    }
+    /// Images are layers here, freed by DeregisterImage: there are no
+    /// snapshots to delete.
+    fn delete_snapshot(
+        &self,
+        r: &DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, ApiError> {
+        self.core.delete_snapshot(r)
     }
     fn modify_instance_metadata_options(
         &self,

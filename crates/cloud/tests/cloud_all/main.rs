@@ -2,10 +2,11 @@
 //! binary; one link instead of five keeps the workspace's clean build within
 //! its budget). See each module for what it covers.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod aws_cli;
 mod backend;
 mod client;
+#[path = "../common/mod.rs"]
+mod common;
 mod elbv2;
+mod images;
 mod signatures;

@@ -3,3 +3,4 @@
 
 mod ec2_moto;
 mod elbv2_moto;
+mod images_moto;

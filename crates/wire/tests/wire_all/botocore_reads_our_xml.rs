@@ -145,6 +145,7 @@ fn botocore_parses_what_a_server_writes() {
                     creation_date: None,
                     tags: vec![],
                 }],
+                ..Default::default()
             }
             .to_xml(),
         ),

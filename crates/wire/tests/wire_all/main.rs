@@ -4,3 +4,4 @@
 mod botocore_reads_our_xml;
 mod elbv2_botocore;
 mod fixtures;
+mod images_botocore;
