@@ -72,6 +72,75 @@ pub enum AnyCommand {
     Configuration(ConfigurationCommand),
     #[command(flatten)]
     Agent(AgentCommand),
+    #[command(flatten)]
+    Images(ImagesCommand),
+}
+
+/// Golden images: `endstate bake` and `endstate images`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Bake the spec's recipes (all, or those named, each after its
+    /// parents) into images; a recipe whose version exists is not baked
+    /// again.
+    Bake(BakeArgs),
+    /// The recipes' lineage, versions and channel heads, and which groups
+    /// and instances run which version; `images prune` applies retention.
+    Images(ImagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// The recipes to bake (default: every recipe of the spec).
+    pub recipes: Vec<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The build instance's type.
+    #[arg(long, default_value = "t3.micro")]
+    pub instance_type: String,
+    /// The build instance's availability zone (default: the region's first).
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// The build instance's subnet.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// The build instance's security groups (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub security_groups: Vec<String>,
+    /// How long the steps of one image may take, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Seconds between looks at the build instance and the image.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_interval: f64,
+    /// Print the manifests as JSON (progress goes nowhere).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    #[command(subcommand)]
+    pub action: Option<ImagesAction>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesAction {
+    /// Deregister the images each recipe's `keep:` does not keep, with
+    /// their storage; never one that a group, a saved plan or an instance
+    /// that is not terminated uses.
+    Prune {
+        /// List what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A saved plan whose images must stay (repeatable).
+        #[arg(long = "plan", value_name = "FILE")]
+        plans: Vec<PathBuf>,
+    },
 }
 
 /// `endstate agent`, the pull model of configuration management.
@@ -485,10 +554,12 @@ pub struct ConfigApplyArgs {
 pub struct PushArgs {
     /// The role, from the spec's (or roles file's) `roles:`.
     pub role: String,
-    /// The hosts, as ssh takes them (`host`, `user@host`), comma-separated.
+    /// The targets, comma-separated: hosts as ssh takes them (`host`,
+    /// `user@host`), or `group:NAME` (`user@group:NAME`) for the private
+    /// addresses of a spec group's running instances, read from its cloud.
     #[arg(
         long,
-        value_name = "HOST[,HOST…]",
+        value_name = "TARGET[,TARGET…]",
         value_delimiter = ',',
         required = true
     )]

@@ -136,6 +136,15 @@ pub(crate) fn load_spec(args: &SpecArgs) -> Result<Spec> {
     })
 }
 
+/// Loads the spec, then sets the image of each group that names a
+/// `RECIPE@CHANNEL` to the channel's head (one DescribeImages; none when
+/// no group names a channel).
+pub(crate) async fn load_resolved_spec(args: &SpecArgs) -> Result<Spec> {
+    let mut spec = load_spec(args)?;
+    crate::bake_cmd::resolve_groups(&mut spec, &args.file).await?;
+    Ok(spec)
+}
+
 fn validate(args: &SpecArgs, json: bool) -> Result<ExitCode> {
     match endstate_model::load(&args.file, args.environment.as_deref()) {
         Ok(spec) => {
@@ -273,7 +282,7 @@ async fn plan_command(
     out: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    let spec = load_spec(args)?;
+    let spec = load_resolved_spec(args).await?;
     let clock = SystemClock::shared();
     let provider = provider(&spec, &args.file, api, Arc::new(Silent), clock).await?;
     let observed = observe(provider.as_ref(), &spec.project).await?;
@@ -404,7 +413,7 @@ async fn apply(
     allow_mass_terminate: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let spec = Arc::new(load_spec(args)?);
+    let spec = Arc::new(load_resolved_spec(args).await?);
     if crate::serve::running(&state_path(args, state)).is_some() {
         if saved.is_some() {
             bail!("endstate serve owns this project: it acts on specs, not saved plans; run `endstate apply` without a plan file to hand it the spec");
@@ -592,7 +601,7 @@ async fn destroy(
 }
 
 async fn status(args: &SpecArgs, state: &StateArgs, api: &ApiArgs, json: bool) -> Result<ExitCode> {
-    let spec = load_spec(args)?;
+    let spec = load_resolved_spec(args).await?;
     let clock = SystemClock::shared();
     let provider = provider(&spec, &args.file, api, Arc::new(Silent), Arc::clone(&clock)).await?;
     let observed: Observed = observe(provider.as_ref(), &spec.project).await?;

@@ -4,6 +4,7 @@
 
 mod agent;
 mod args;
+mod bake_cmd;
 mod cloud;
 mod commands;
 mod config_cmd;
@@ -53,6 +54,12 @@ fn main() -> std::process::ExitCode {
         args::AnyCommand::Rollout(command) => runtime.block_on(rollout::run(command)),
         args::AnyCommand::Configuration(command) => config_cmd::run(command),
         args::AnyCommand::Agent(command) => runtime.block_on(agent::run_command(command)),
+        args::AnyCommand::Images(args::ImagesCommand::Bake(args)) => {
+            runtime.block_on(bake_cmd::bake(args))
+        }
+        args::AnyCommand::Images(args::ImagesCommand::Images(args)) => {
+            runtime.block_on(bake_cmd::images(args))
+        }
     };
     match outcome {
         Ok(code) => code,

@@ -14,13 +14,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
+use common::sshd::{machine_root, Sshds};
 use serde_json::Value;
 
 const SECRET: &str = "s3cret-0f-config-push";
@@ -84,26 +85,6 @@ fn run(command: &mut Command) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A machine's root as the role finds it: os-release, and `/bin/sh` with
-/// its libraries for the exec (run through `chroot`).
-fn machine_root(root: &Path) {
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::create_dir_all(root.join("srv")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/etc/os-release", root.join("etc/os-release")).unwrap();
-    let dash = std::fs::canonicalize("/bin/dash").unwrap();
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy(&dash, root.join("bin/sh")).unwrap();
-    let ldd = Command::new("ldd").arg(&dash).output().unwrap();
-    for line in text(&ldd.stdout).lines() {
-        if let Some(library) = line.split_whitespace().find(|word| word.starts_with('/')) {
-            let copy = root.join(library.trim_start_matches('/'));
-            std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-            std::fs::copy(library, &copy).unwrap();
-        }
-    }
 }
 
 /// Every entry under `root`: kind, permission bits and content.
@@ -333,123 +314,14 @@ fn a_bad_roles_file_or_role_is_refused_with_its_place_and_nothing_is_touched() {
     assert_eq!(tree(&root), before);
 }
 
-/// An `sshd -D` on one loopback address, killed (by PID) when dropped.
-struct Sshd {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path, address: &str, port: u16) -> Sshd {
-        let sshd = Path::new("/usr/sbin/sshd");
-        assert!(
-            sshd.exists(),
-            "/usr/sbin/sshd is missing: run scripts/setup-tools (it installs openssh-server without starting it)"
-        );
-        assert!(
-            Path::new("/run/sshd").is_dir(),
-            "/run/sshd (sshd's privilege separation directory) is missing: run scripts/setup-tools"
-        );
-        let config = dir.join(format!("sshd-{address}.conf"));
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress {address}:{port}\n\
-                 HostKey {keys}/host_key\n\
-                 AuthorizedKeysFile {keys}/authorized_keys\n\
-                 PidFile {keys}/sshd-{address}.pid\n\
-                 UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-                 PubkeyAuthentication yes\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nUseDNS no\nPrintMotd no\n\
-                 PrintLastLog no\nLogLevel VERBOSE\n",
-                keys = dir.display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("sshd-{address}.log"));
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Sshd { child, log };
-        let target: SocketAddr = format!("{address}:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("sshd exited ({status}): {}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "endstate-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen is missing: run scripts/setup-tools");
-    assert!(status.success());
-}
-
-/// A port free on both addresses.
-fn free_port(addresses: &[&str]) -> u16 {
-    loop {
-        let first = TcpListener::bind((addresses[0], 0)).unwrap();
-        let port = first.local_addr().unwrap().port();
-        if addresses[1..]
-            .iter()
-            .all(|address| TcpListener::bind((*address, port)).is_ok())
-        {
-            return port;
-        }
-    }
-}
-
 #[test]
 fn push_converges_like_a_local_apply_uploads_once_and_fails_only_the_failing_host() {
     require_root();
-    assert!(
-        Command::new("ssh").arg("-V").output().is_ok(),
-        "ssh is missing: run scripts/setup-tools"
-    );
     let ssh_dir_before = Path::new("/root/.ssh").exists();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let hosts = ["127.0.0.51", "127.0.0.52"];
-    keygen(&d.join("host_key"));
-    keygen(&d.join("client_key"));
-    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
-    let port = free_port(&hosts);
-    let host_key = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
-    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-    let known: String = hosts
-        .iter()
-        .map(|host| format!("[{host}]:{port} {}\n", host_key.join(" ")))
-        .collect();
-    std::fs::write(d.join("known_hosts"), known).unwrap();
-    let _servers: Vec<Sshd> = hosts.iter().map(|h| Sshd::start(d, h, port)).collect();
+    let sshds = Sshds::start(d, &hosts);
 
     let file = d.join("roles.yaml");
     std::fs::write(&file, ROLES).unwrap();
@@ -465,14 +337,8 @@ fn push_converges_like_a_local_apply_uploads_once_and_fails_only_the_failing_hos
         let output = run(endstate()
             .args(["push", "web", "--to", to, "--spec"])
             .arg(&file)
-            .args(["--port", &port.to_string(), "--identity"])
-            .arg(d.join("client_key"))
-            .args(["--ssh-config", "/dev/null", "--ssh-option"])
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                d.join("known_hosts").display()
-            ))
-            .args(["--ssh-option", "StrictHostKeyChecking=yes", "--root"])
+            .args(sshds.push_args())
+            .arg("--root")
             .arg(d.join("roots/{host}"))
             .arg("--remote-dir")
             .arg(d.join("cache/{host}"))
@@ -584,13 +450,7 @@ fn push_converges_like_a_local_apply_uploads_once_and_fails_only_the_failing_hos
     let output = run(endstate()
         .args(["push", "web", "--to", &hosts.join(","), "--spec"])
         .arg(&file)
-        .args(["--port", &port.to_string(), "--identity"])
-        .arg(d.join("client_key"))
-        .args(["--ssh-config", "/dev/null", "--ssh-option"])
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            d.join("known_hosts").display()
-        ))
+        .args(sshds.push_args())
         .arg("--root")
         .arg(d.join("roots/{host}"))
         .arg("--remote-dir")
