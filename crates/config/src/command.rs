@@ -159,6 +159,18 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
     })
 }
 
+/// The umask an exec resource's command and guards run with, as Puppet's
+/// exec does by default: whatever the umask of the process running the
+/// engine (an agent under a supervisor, an ssh session, a terminal), the
+/// files a command creates get the same modes everywhere.
+pub const EXEC_UMASK: u32 = 0o022;
+
+/// An exec resource's `command` (or guard) as the script that runs it:
+/// [`EXEC_UMASK`] first.
+pub(crate) fn exec_script(command: &str) -> String {
+    format!("umask {EXEC_UMASK:03o}\n{command}")
+}
+
 /// `command` as a `/bin/sh -c` argv.
 pub(crate) fn shell(command: &str) -> [&str; 3] {
     ["/bin/sh", "-c", command]

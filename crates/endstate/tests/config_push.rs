@@ -477,3 +477,37 @@ fn push_converges_like_a_local_apply_uploads_once_and_fails_only_the_failing_hos
         "the test changed the host's ~/.ssh"
     );
 }
+
+/// Exec commands run with umask 022 whatever the caller's (an agent under
+/// a supervisor, an ssh session and a terminal differ): here `config
+/// apply` started under umask 077.
+#[test]
+fn exec_commands_run_with_umask_022_whatever_the_callers() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roles.yaml");
+    std::fs::write(
+        &file,
+        "roles:\n  umask:\n    resources:\n      - kind: exec\n        name: record\n        command: \"umask > /srv/umask; : > /srv/made\"\n        creates: /srv/made\n",
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    machine_root(&root);
+    let output = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("umask 077; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_endstate"))
+        .args(["config", "apply"])
+        .arg(&file)
+        .arg("--root")
+        .arg(&root)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let recorded = std::fs::read_to_string(root.join("srv/umask")).unwrap();
+    assert_eq!(recorded.trim(), "0022");
+    let made = std::fs::metadata(root.join("srv/made")).unwrap();
+    assert_eq!(made.permissions().mode() & 0o777, 0o644);
+}

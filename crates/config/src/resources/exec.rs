@@ -49,7 +49,8 @@ pub(crate) fn converge(
         ("unless", exec.unless.as_deref(), false),
     ] {
         let Some(guard) = guard else { continue };
-        match command::run(root, &command::shell(guard), &[], timeout) {
+        let script = command::exec_script(guard);
+        match command::run(root, &command::shell(&script), &[], timeout) {
             Ok(output) if output.success() != runs_when_success => return Outcome::Done(Vec::new()),
             Ok(_) => {}
             Err(message) => return Outcome::Failed(format!("{field}: {message}")),
@@ -65,7 +66,8 @@ pub(crate) fn converge(
         }
         return Outcome::Done(ran);
     }
-    match command::run(root, &command::shell(&exec.command), &[], timeout) {
+    let script = command::exec_script(&exec.command);
+    match command::run(root, &command::shell(&script), &[], timeout) {
         Ok(output) if output.success() => Outcome::Done(ran),
         Ok(output) => Outcome::Failed(format!("command: {}", output.describe())),
         Err(message) => Outcome::Failed(format!("command: {message}")),
