@@ -7,5 +7,6 @@ mod malformed;
 mod recipes_section;
 mod roles_section;
 mod rollout_sections;
+mod schema_check;
 mod serve_sections;
 mod user_data;

@@ -877,16 +877,6 @@ fn each_bad_channel_reference_is_one_error_where_it_was_written() {
 
 /// The Python of `.tools/venv` (`scripts/setup-tools`), with PyYAML and
 /// jsonschema. Without it this test fails: it never skips.
-fn tools_python() -> std::path::PathBuf {
-    let path =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        path.is_file(),
-        "{} not found: run scripts/setup-tools (scripts/test does)",
-        path.display()
-    );
-    path
-}
 
 /// The schema editors read accepts the lineage and refuses a step of two
 /// kinds or none, an unknown builder, an empty `keep` and a bad duration.
@@ -934,39 +924,8 @@ fn the_json_schema_describes_recipes() {
             false,
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.json");
-    std::fs::write(&schema, endstate_model::json_schema().to_string()).unwrap();
-    let mut documents = Vec::new();
-    for (i, (_, text, _)) in cases.iter().enumerate() {
-        let file = dir.path().join(format!("{i}.yaml"));
-        std::fs::write(&file, text).unwrap();
-        documents.push(file);
-    }
-    const SCRIPT: &str = "
-import json, sys, yaml, jsonschema
-schema = json.load(open(sys.argv[1]))
-jsonschema.Draft7Validator.check_schema(schema)
-validator = jsonschema.Draft7Validator(schema)
-for path in sys.argv[2:]:
-    errors = list(validator.iter_errors(yaml.safe_load(open(path))))
-    print('valid' if not errors else 'invalid: ' + errors[0].message.replace('\\n', ' '))
-";
-    let out = std::process::Command::new(tools_python())
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(&schema)
-        .args(&documents)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let verdicts: Vec<&str> = stdout.lines().collect();
-    assert_eq!(verdicts.len(), cases.len(), "{stdout}");
+    let documents: Vec<String> = cases.iter().map(|(_, text, _)| text.to_string()).collect();
+    let verdicts = crate::schema_check::schema_verdicts(&documents);
     for ((name, _, valid), verdict) in cases.iter().zip(&verdicts) {
         assert_eq!(verdict.starts_with("valid"), *valid, "{name}: {verdict}");
     }

@@ -731,16 +731,6 @@ fn two_groups_may_not_share_a_load_balancer() {
 /// The Python of `.tools/venv`, which `scripts/setup-tools` (run by
 /// `scripts/test`) creates with PyYAML and jsonschema for cloud-init.
 /// Without it this test fails: it never skips.
-fn tools_python() -> std::path::PathBuf {
-    let path =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        path.is_file(),
-        "{} not found: run scripts/setup-tools (scripts/test does)",
-        path.display()
-    );
-    path
-}
 
 /// Validates each YAML document against `json_schema()` with Python's
 /// jsonschema (draft 7): the schema editors read must accept what the
@@ -800,51 +790,19 @@ groups:
             false,
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.json");
-    std::fs::write(&schema, endstate_model::json_schema().to_string()).unwrap();
-    let mut documents = Vec::new();
-    for (i, (_, body, _)) in cases.iter().enumerate() {
-        let file = dir.path().join(format!("{i}.yaml"));
-        std::fs::write(&file, format!("{group}{body}")).unwrap();
-        documents.push(file);
-    }
+    let mut documents: Vec<String> = cases
+        .iter()
+        .map(|(_, body, _)| format!("{group}{body}"))
+        .collect();
     // Two more: a load balancer name ELB refuses, and a group's
     // load_balancer without its port.
-    let bad_name = dir.path().join("bad-name.yaml");
-    std::fs::write(&bad_name, group.replace("  web-lb: {", "  -web-lb: {")).unwrap();
-    let no_port = dir.path().join("no-port.yaml");
-    std::fs::write(&no_port, group.replace(", port: 8000 }", " }")).unwrap();
-    documents.push(bad_name);
-    documents.push(no_port);
-
-    const SCRIPT: &str = "
-import json, sys, yaml, jsonschema
-schema = json.load(open(sys.argv[1]))
-jsonschema.Draft7Validator.check_schema(schema)
-validator = jsonschema.Draft7Validator(schema)
-for path in sys.argv[2:]:
-    errors = list(validator.iter_errors(yaml.safe_load(open(path))))
-    print('valid' if not errors else 'invalid: ' + errors[0].message.replace('\\n', ' '))
-";
-    let out = std::process::Command::new(tools_python())
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(&schema)
-        .args(&documents)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let verdicts: Vec<&str> = stdout.lines().collect();
+    documents.push(group.replace("  web-lb: {", "  -web-lb: {"));
+    documents.push(group.replace(", port: 8000 }", " }"));
+    let verdicts = crate::schema_check::schema_verdicts(&documents);
     let mut expected: Vec<(&str, bool)> = cases.iter().map(|(n, _, v)| (*n, *v)).collect();
     expected.push(("invalid load balancer name", false));
     expected.push(("load_balancer without port", false));
-    assert_eq!(verdicts.len(), expected.len(), "{stdout}");
+    assert_eq!(verdicts.len(), expected.len(), "{verdicts:?}");
     let mut failures = Vec::new();
     for ((name, valid), verdict) in expected.iter().zip(&verdicts) {
         if verdict.starts_with("valid") != *valid {

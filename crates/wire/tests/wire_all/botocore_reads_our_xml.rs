@@ -6,27 +6,10 @@
 // Tests fail by panicking; unwrap is how they say so.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use crate::botocore::venv_python;
 use endstate_wire::*;
-
-/// `<workspace>/.tools/venv/bin/python`; panics with instructions if absent.
-fn venv_python() -> PathBuf {
-    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = start
-        .ancestors()
-        .find(|d| d.join(".tools").is_dir() || d.join("Cargo.lock").is_file())
-        .unwrap()
-        .to_path_buf();
-    let python = root.join(".tools/venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} not found: run `scripts/test` once to install the test tools",
-        python.display()
-    );
-    python
-}
 
 const CHECK: &str = r#"
 import sys, os
