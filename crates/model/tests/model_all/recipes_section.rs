@@ -875,9 +875,6 @@ fn each_bad_channel_reference_is_one_error_where_it_was_written() {
     );
 }
 
-/// The Python of `.tools/venv` (`scripts/setup-tools`), with PyYAML and
-/// jsonschema. Without it this test fails: it never skips.
-
 /// The schema editors read accepts the lineage and refuses a step of two
 /// kinds or none, an unknown builder, an empty `keep` and a bad duration.
 #[test]

@@ -653,9 +653,6 @@ groups:
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The Python of `.tools/venv` (`scripts/setup-tools`), with PyYAML and
-/// jsonschema. Without it this test fails: it never skips.
-
 /// The schema editors read accepts every kind with its fields and refuses
 /// unknown kinds, fields of another kind and missing required fields.
 #[test]

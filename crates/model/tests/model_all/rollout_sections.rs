@@ -728,10 +728,6 @@ fn two_groups_may_not_share_a_load_balancer() {
     );
 }
 
-/// The Python of `.tools/venv`, which `scripts/setup-tools` (run by
-/// `scripts/test`) creates with PyYAML and jsonschema for cloud-init.
-/// Without it this test fails: it never skips.
-
 /// Validates each YAML document against `json_schema()` with Python's
 /// jsonschema (draft 7): the schema editors read must accept what the
 /// loader accepts and refuse the shapes it refuses.

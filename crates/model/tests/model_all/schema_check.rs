@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-/// The test tools' Python, which has jsonschema and PyYAML.
+/// The Python of `.tools/venv` (`scripts/setup-tools`, run by
+/// `scripts/test`), with PyYAML and jsonschema. Without it the tests fail:
+/// they never skip.
 fn tools_python() -> std::path::PathBuf {
     let path =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
