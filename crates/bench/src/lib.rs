@@ -2,6 +2,11 @@
 //! program measures one thing, prints its figures as a table and as one
 //! JSON line, and stops by itself. Not a test harness and not used by
 //! endstate itself.
+//!
+//! [`serve`]: the real `endstate serve` over a built-in cloud, for the
+//! programs that run it.
+
+pub mod serve;
 
 use std::time::Duration;
 
@@ -12,4 +17,31 @@ pub fn median_ms(samples: &mut [Duration]) -> f64 {
         .get(samples.len() / 2)
         .map(|d| d.as_secs_f64() * 1000.0)
         .unwrap_or(0.0)
+}
+
+/// The `p`-th percentile (0.0..=1.0, nearest rank) of `sorted`, in
+/// milliseconds; 0 for no samples.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let sorted: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(percentile_ms(&sorted, 0.5), 50.0);
+        assert_eq!(percentile_ms(&sorted, 0.99), 99.0);
+        assert_eq!(percentile_ms(&sorted, 1.0), 100.0);
+        assert_eq!(percentile_ms(&sorted[..1], 0.99), 1.0);
+        assert_eq!(percentile_ms(&[], 0.5), 0.0);
+    }
 }

@@ -14,14 +14,19 @@
 //!   replayed proof — opens nothing;
 //! - an agent key (random, kept by the agent 0600): the first session of
 //!   an instance binds its hash to the instance, and later sessions must
-//!   show the same key.
+//!   show the same key. The binding lasts until the controller observes
+//!   the instance terminated or gone ([`AgentService::prune_bindings`]).
+//!
+//! An instance may hold several sessions at once (up to
+//! [`MAX_SESSIONS_PER_INSTANCE`]: several processes of one instance may
+//! watch), each opened by its own proof; the oldest goes first.
 //!
 //! All of it is verified with the cloud's Ed25519 public key
 //! ([`crate::Options::agent_identity_key`]). Tokens and agent keys are kept
 //! as SHA-256 hashes only. Not here: which group an instance is in and
 //! what its roles are (the controller's observation and spec), HTTP.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +38,9 @@ use crate::api::types::{AgentSessionRequest, AgentSessionResponse, NonceResponse
 pub const NONCE_LIFETIME: Duration = Duration::from_secs(60);
 /// At most this many nonces wait to be used; the oldest go first.
 const MAX_OPEN_NONCES: usize = 100_000;
+/// At most this many sessions per instance; a newer one ends the oldest,
+/// so an agent that re-authenticates often leaves at most this many behind.
+pub const MAX_SESSIONS_PER_INSTANCE: usize = 16;
 /// The key under which the bindings persist among the groups' states (not
 /// a group name: group names are DNS-like).
 pub const BINDINGS_STATE_KEY: &str = "@agents";
@@ -96,10 +104,42 @@ pub struct AgentService {
     check_in: Duration,
     /// nonce → when it expires (clock time).
     nonces: Mutex<HashMap<String, Duration>>,
-    /// SHA-256 of a token (hex) → the instance it speaks for.
-    sessions: Mutex<HashMap<String, String>>,
+    sessions: Mutex<Sessions>,
     /// instance id → SHA-256 of its agent's key (hex).
     bindings: Mutex<BTreeMap<String, String>>,
+    /// Taken while the bindings are written to the store (see
+    /// [`AgentService::persist_bindings`]).
+    persisting: tokio::sync::Mutex<()>,
+}
+
+/// Open sessions, by token and by instance.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// SHA-256 of a token (hex) → the instance it speaks for.
+    by_token: HashMap<String, String>,
+    /// instance id → its sessions' token hashes, oldest first.
+    by_instance: HashMap<String, VecDeque<String>>,
+}
+
+impl Sessions {
+    /// Adds `token_hash` for `instance`, ending its oldest sessions beyond
+    /// [`MAX_SESSIONS_PER_INSTANCE`].
+    fn open(&mut self, instance: &str, token_hash: String) {
+        let tokens = self.by_instance.entry(instance.to_string()).or_default();
+        while tokens.len() >= MAX_SESSIONS_PER_INSTANCE {
+            if let Some(oldest) = tokens.pop_front() {
+                self.by_token.remove(&oldest);
+            }
+        }
+        tokens.push_back(token_hash.clone());
+        self.by_token.insert(token_hash, instance.to_string());
+    }
+
+    fn end(&mut self, instance: &str) {
+        for token in self.by_instance.remove(instance).unwrap_or_default() {
+            self.by_token.remove(&token);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,8 +185,9 @@ impl AgentService {
             public_key,
             check_in,
             nonces: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             bindings: Mutex::new(bindings),
+            persisting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -248,12 +289,7 @@ impl AgentService {
             }
         };
         let token = random_token(32)?;
-        // One session per instance: the newest replaces any older one, so
-        // an agent that re-authenticates often leaves nothing behind.
-        let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, owner| owner != instance);
-        sessions.insert(sha256_hex(&token), instance.to_string());
-        drop(sessions);
+        lock(&self.sessions).open(instance, sha256_hex(&token));
         Ok((
             AgentSessionResponse {
                 token,
@@ -264,9 +300,24 @@ impl AgentService {
         ))
     }
 
+    /// Writes the bindings with `write`, one writer at a time, each with
+    /// the bindings as they are when its turn comes: the last write holds
+    /// the newest, whatever order binding and pruning ran in.
+    pub async fn persist_bindings<F, E>(
+        &self,
+        write: impl FnOnce(BTreeMap<String, String>) -> F,
+    ) -> Result<(), E>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+    {
+        let _turn = self.persisting.lock().await;
+        write(self.bindings()).await
+    }
+
     /// The instance `token` speaks for.
     pub fn instance_of(&self, token: &str) -> Result<String, AgentRefusal> {
         lock(&self.sessions)
+            .by_token
             .get(&sha256_hex(token))
             .cloned()
             .ok_or_else(|| {
@@ -278,7 +329,36 @@ impl AgentService {
 
     /// Ends every session of `instance` (it terminated, or left its group).
     pub fn end_sessions(&self, instance: &str) {
-        lock(&self.sessions).retain(|_, owner| owner != instance);
+        lock(&self.sessions).end(instance);
+    }
+
+    /// Forgets the binding (and ends the sessions) of every bound instance
+    /// that `observed` does not hold: terminated, or absent from a complete
+    /// observation of the project. Returns the instances unbound: when
+    /// there are any, the bindings changed and are to be persisted.
+    pub fn prune_bindings(&self, observed: impl Fn(&str) -> bool) -> Vec<String> {
+        let gone: Vec<String> = {
+            let mut bindings = lock(&self.bindings);
+            let gone: Vec<String> = bindings
+                .keys()
+                .filter(|instance| !observed(instance))
+                .cloned()
+                .collect();
+            for instance in &gone {
+                bindings.remove(instance);
+            }
+            gone
+        };
+        let mut sessions = lock(&self.sessions);
+        for instance in &gone {
+            sessions.end(instance);
+        }
+        gone
+    }
+
+    /// The bindings now: instance id → SHA-256 of its agent's key (hex).
+    pub fn bindings(&self) -> BTreeMap<String, String> {
+        lock(&self.bindings).clone()
     }
 
     /// How long to hold `instance`'s long poll: 75% to 100% of `limit`,
@@ -463,14 +543,69 @@ mod tests {
             .open_session("i-1", KEY, Some(&placed("web")))
             .unwrap();
         assert!(unchanged.is_none());
-        // The newer session replaced the older.
-        assert!(agents.instance_of(&session.token).is_err());
+        // Both sessions speak for the instance (several of its processes
+        // may watch).
+        assert_eq!(agents.instance_of(&session.token).unwrap(), "i-1");
         assert_eq!(agents.instance_of(&again.token).unwrap(), "i-1");
         let thief = "ffffffffffffffffffffffffffffffffff";
         assert!(matches!(
             agents.open_session("i-1", thief, Some(&placed("web"))),
             Err(AgentRefusal::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn an_instance_holds_a_bounded_number_of_sessions_oldest_ended_first() {
+        let signer = Signer::generate().unwrap();
+        let agents = service(&signer);
+        let tokens: Vec<String> = (0..MAX_SESSIONS_PER_INSTANCE + 2)
+            .map(|_| {
+                agents
+                    .open_session("i-1", KEY, Some(&placed("web")))
+                    .unwrap()
+                    .0
+                    .token
+            })
+            .collect();
+        let (other, _) = agents
+            .open_session("i-2", KEY, Some(&placed("web")))
+            .unwrap();
+        // The two oldest of i-1's ended; the rest, and i-2's, hold.
+        assert!(agents.instance_of(&tokens[0]).is_err());
+        assert!(agents.instance_of(&tokens[1]).is_err());
+        for token in &tokens[2..] {
+            assert_eq!(agents.instance_of(token).unwrap(), "i-1");
+        }
+        assert_eq!(agents.instance_of(&other.token).unwrap(), "i-2");
+        agents.end_sessions("i-1");
+        assert!(tokens.iter().all(|t| agents.instance_of(t).is_err()));
+        assert_eq!(agents.instance_of(&other.token).unwrap(), "i-2");
+    }
+
+    #[test]
+    fn bindings_of_instances_no_longer_observed_are_pruned() {
+        let signer = Signer::generate().unwrap();
+        let agents = service(&signer);
+        let (gone_session, _) = agents
+            .open_session("i-gone", KEY, Some(&placed("web")))
+            .unwrap();
+        let (kept_session, _) = agents
+            .open_session("i-kept", KEY, Some(&placed("web")))
+            .unwrap();
+        let unbound = agents.prune_bindings(|id| id == "i-kept");
+        assert_eq!(unbound, ["i-gone"]);
+        assert_eq!(agents.bindings().keys().collect::<Vec<_>>(), ["i-kept"]);
+        // Its sessions ended with the binding; the kept instance's hold.
+        assert!(agents.instance_of(&gone_session.token).is_err());
+        assert_eq!(agents.instance_of(&kept_session.token).unwrap(), "i-kept");
+        // Nothing more to prune: nothing to persist.
+        assert!(agents.prune_bindings(|id| id == "i-kept").is_empty());
+        // An id reused by a new instance binds afresh, to any key.
+        let other = "ffffffffffffffffffffffffffffffffff";
+        let (_, changed) = agents
+            .open_session("i-gone", other, Some(&placed("web")))
+            .unwrap();
+        assert_eq!(changed.unwrap().get("i-gone"), Some(&sha256_hex(other)));
     }
 
     #[test]

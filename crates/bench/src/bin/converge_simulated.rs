@@ -35,6 +35,7 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
         groups: vec![Group {
             name: "fleet".into(),
             image_id: image.into(),
+            image_channel: None,
             instance_types: vec!["m5.large".into()],
             capacity: Capacity {
                 min: 0,
@@ -65,6 +66,7 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
         }],
         hash: "bench".into(),
         roles: Default::default(),
+        recipes: Default::default(),
     })
 }
 

@@ -27,6 +27,7 @@ fn spec(groups: usize, per_group: u32) -> Spec {
             .map(|g| Group {
                 name: format!("group-{g:03}"),
                 image_id: "ami-11111111".into(),
+                image_channel: None,
                 instance_types: vec!["m5.large".into(), "m5a.large".into()],
                 capacity: Capacity {
                     min: per_group / 2,
@@ -58,6 +59,7 @@ fn spec(groups: usize, per_group: u32) -> Spec {
             .collect(),
         hash: "bench".into(),
         roles: Default::default(),
+        recipes: Default::default(),
     }
 }
 

@@ -33,15 +33,14 @@
 //! instances) at the end, on failure too.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use endstate_bench::serve::{event_ms, Project};
 use endstate_controller::client::Client;
 use endstate_controller::view::{EventView, GroupView};
 use endstate_testkit::load::{LoadConfig, LoadGenerator, LoadReport};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 const WEB_PORT: u16 = 18_800;
 const LB_PORT: u16 = 18_880;
@@ -127,205 +126,59 @@ groups:
     )
 }
 
-fn endstate_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ENDSTATE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let beside = exe
-        .parent()
-        .context("this program has no directory")?
-        .join("endstate");
-    if !beside.exists() {
+/// The listener's URL: the load balancer's DNSName from the aws CLI's
+/// `elbv2 describe-load-balancers` against the cloud, and its port.
+fn load_balancer_url(project: &Project) -> Result<String> {
+    let read = |name: &str| -> Result<serde_json::Value> {
+        let path = project.cloud_dir.path().join(name);
+        let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+        Ok(serde_json::from_slice(&bytes)?)
+    };
+    let server = read("server.json")?;
+    let credentials = read("credentials")?;
+    let aws = match std::env::var("ENDSTATE_AWS_CLI") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => endstate_testkit::moto::workspace_root()?.join(".tools/venv/bin/aws"),
+    };
+    let output = Command::new(&aws)
+        .args([
+            "--endpoint-url",
+            server["url"].as_str().context("server.json: no url")?,
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+            "elbv2",
+            "describe-load-balancers",
+            "--names",
+            "web-lb",
+        ])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            credentials["access_key_id"].as_str().unwrap_or_default(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            credentials["secret_access_key"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .with_context(|| format!("running {}", aws.display()))?;
+    if !output.status.success() {
         bail!(
-            "{} not found: build it first (cargo build --release -p endstate) or set ENDSTATE_BIN",
-            beside.display()
+            "aws elbv2 describe-load-balancers: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(beside)
-}
-
-/// The project and cloud directories, and the controller; dropping it
-/// stops the controller (SIGTERM, then SIGKILL after 30 s) and the cloud
-/// with its instances.
-struct Project {
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    cloud_dir: tempfile::TempDir,
-    controller: Option<Child>,
-}
-
-impl Project {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("ENDSTATE_CLOUD_DIR", self.cloud_dir.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("NO_COLOR", "1")
-            .env_remove("ENDSTATE_CRASH_AT")
-            .env_remove("ENDSTATE_API_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
-        command
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(100)..].join("\n")
-    }
-
-    fn write_spec(&self, text: &str) -> Result<()> {
-        std::fs::write(self.dir.path().join("endstate.yaml"), text).context("writing the spec")
-    }
-
-    async fn start(&mut self) -> Result<Client> {
-        let log = std::fs::File::create(self.dir.path().join("serve.log"))?;
-        let mut command = self.command(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--observe-interval",
-            "1",
-            "--period",
-            "5",
-            "--poll-interval",
-            "0.2",
-            "--rate-limits",
-            "off",
-        ]);
-        command
-            .env("ENDSTATE_LOG", "endstate=info,endstate_controller=info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.controller = Some(command.spawn().context("starting endstate serve")?);
-        let state = self.dir.path().join(".endstate");
-        let started = Instant::now();
-        let info: serde_json::Value = loop {
-            if let Ok(bytes) = std::fs::read(state.join("serve.json")) {
-                if let Ok(info) = serde_json::from_slice(&bytes) {
-                    break info;
-                }
-            }
-            if let Some(child) = self.controller.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "endstate serve exited ({status}) before serving:\n{}",
-                        self.log_tail()
-                    );
-                }
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!(
-                    "endstate serve did not start in 120 s:\n{}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let token = std::fs::read_to_string(state.join("api-token"))?;
-        let url = info["url"]
-            .as_str()
-            .context("serve.json: no url")?
-            .to_string();
-        Ok(Client::new(url, token.trim()))
-    }
-
-    /// The listener's URL: the load balancer's DNSName from the aws CLI's
-    /// `elbv2 describe-load-balancers` against the cloud, and its port.
-    fn load_balancer_url(&self) -> Result<String> {
-        let read = |name: &str| -> Result<serde_json::Value> {
-            let path = self.cloud_dir.path().join(name);
-            let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
-            Ok(serde_json::from_slice(&bytes)?)
-        };
-        let server = read("server.json")?;
-        let credentials = read("credentials")?;
-        let aws = match std::env::var("ENDSTATE_AWS_CLI") {
-            Ok(path) => PathBuf::from(path),
-            Err(_) => endstate_testkit::moto::workspace_root()?.join(".tools/venv/bin/aws"),
-        };
-        let output = Command::new(&aws)
-            .args([
-                "--endpoint-url",
-                server["url"].as_str().context("server.json: no url")?,
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-                "elbv2",
-                "describe-load-balancers",
-                "--names",
-                "web-lb",
-            ])
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env(
-                "AWS_ACCESS_KEY_ID",
-                credentials["access_key_id"].as_str().unwrap_or_default(),
-            )
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                credentials["secret_access_key"]
-                    .as_str()
-                    .unwrap_or_default(),
-            )
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .with_context(|| format!("running {}", aws.display()))?;
-        if !output.status.success() {
-            bail!(
-                "aws elbv2 describe-load-balancers: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-        let dns = answer["LoadBalancers"][0]["DNSName"]
-            .as_str()
-            .with_context(|| format!("no DNSName in {answer}"))?;
-        Ok(format!("http://{dns}:{LB_PORT}/"))
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            let started = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) {
-                if started.elapsed() > Duration::from_secs(30) {
-                    eprintln!("endstate serve did not stop on SIGTERM in 30 s: killed");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        match self
-            .command(&["cloud", "stop", "--terminate-instances"])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "endstate cloud stop --terminate-instances failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(error) => eprintln!("endstate cloud stop: {error}"),
-        }
-    }
-}
-
-/// Milliseconds since the epoch of an event's RFC 3339 time.
-fn event_ms(event: &EventView) -> Result<i128> {
-    let at = time::OffsetDateTime::parse(&event.at, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("event {}: time {:?}", event.seq, event.at))?;
-    Ok(at.unix_timestamp_nanos() / 1_000_000)
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let dns = answer["LoadBalancers"][0]["DNSName"]
+        .as_str()
+        .with_context(|| format!("no DNSName in {answer}"))?;
+    Ok(format!("http://{dns}:{LB_PORT}/"))
 }
 
 fn wall_ms(at: SystemTime) -> i128 {
@@ -618,16 +471,11 @@ async fn main() -> Result<()> {
         })
         .transpose()?
         .unwrap_or(3);
-    let mut project = Project {
-        binary: endstate_binary()?,
-        dir: tempfile::tempdir()?,
-        cloud_dir: tempfile::tempdir()?,
-        controller: None,
-    };
+    let mut project = Project::new()?;
     project.write_spec(&spec("v1", 0))?;
-    let client = project.start().await?;
+    let client = project.start("127.0.0.1:0", &[]).await?;
     all_healthy(&client, &project, Duration::from_secs(180)).await?;
-    let url = project.load_balancer_url()?;
+    let url = load_balancer_url(&project)?;
     println!("| run | trigger → switched | trigger → completed | last old start − switch | all new from − switch | requests (failed) | rollback: last bad start | traffic event | bad generation terminated | failed: bad's / other |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut switches = Vec::new();

@@ -53,6 +53,7 @@ fn spec(groups: u32, size: u32, image: &str) -> Spec {
     let group = |i: u32| Group {
         name: format!("g{i:03}"),
         image_id: image.into(),
+        image_channel: None,
         instance_types: vec!["m5.large".into()],
         capacity: Capacity {
             min: 0,
@@ -93,6 +94,7 @@ fn spec(groups: u32, size: u32, image: &str) -> Spec {
         groups: (0..groups).map(group).collect(),
         hash: "bench".into(),
         roles: Default::default(),
+        recipes: Default::default(),
     }
 }
 

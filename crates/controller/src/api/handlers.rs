@@ -406,7 +406,17 @@ async fn agent_config(
         Ok(token) => token,
         Err(refusal) => return agent_answer::<()>(Err(refusal)),
     };
-    agent_answer(state.api.agent_config(&token, query.text("after")).await)
+    // A held poll ends when the server shuts down (the agent asks again,
+    // the next server), so a graceful shutdown never waits one out.
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        answer = state.api.agent_config(&token, query.text("after")) => agent_answer(answer),
+        () = super::events::shutdown_signalled(&mut shutdown) => agent_answer::<()>(Err(
+            crate::agent::AgentRefusal::Unavailable(
+                "the controller is shutting down; ask again".into(),
+            ),
+        )),
+    }
 }
 
 async fn agent_report(

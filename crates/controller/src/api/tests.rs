@@ -197,6 +197,10 @@ impl ControllerApi for FakeController {
                 "the agent token is not valid".into(),
             ));
         }
+        if after == Some("hold") {
+            // A long poll that nothing changes.
+            std::future::pending::<()>().await;
+        }
         let role: endstate_config::Role = serde_json::from_value(json!({
             "name": "web",
             "resources": [{"kind": "file", "name": "motd", "path": "/etc/motd", "content": "hi"}]
@@ -1336,6 +1340,27 @@ async fn graceful_shutdown_ends_open_streams_and_serve() {
     })
     .await;
     assert!(end.is_ok(), "the stream ended with the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_held_agent_polls() {
+    let server = start(FakeController::new(8)).await;
+    let poll = tokio::spawn(
+        reqwest::Client::new()
+            .get(format!("{}/v1/agent/config?after=hold", server.base))
+            .bearer_auth(TOKEN)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!poll.is_finished(), "the poll is held");
+    // `shutdown` fails the test if serve has not ended within 10 s.
+    server.shutdown().await;
+    let response = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

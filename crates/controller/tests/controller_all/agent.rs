@@ -5,8 +5,10 @@
 //! instance's own group's roles only; a replayed proof and a copied
 //! document without the instance's nonce signature are refused; an
 //! instance in a group without roles is refused; a token is its
-//! instance's only and ends when the instance stops; the long poll wakes
-//! on a spec change; a report is an event with counts.
+//! instance's only and ends when the instance stops; an instance may hold
+//! several sessions; the long poll wakes on a spec change; a report is an
+//! event with counts; a terminated instance's binding is forgotten, in
+//! the store too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
 
@@ -66,6 +68,7 @@ groups:
 
 struct World {
     fake: Arc<FakeProvider>,
+    store: Arc<dyn Store>,
     controller: Controller,
     signer: Signer,
     client: Client,
@@ -107,7 +110,7 @@ impl World {
                 provider,
                 load_balancing: None,
                 api_calls: Box::new(BTreeMap::new),
-                store,
+                store: Arc::clone(&store),
                 session,
                 spec,
                 source: SpecSource {
@@ -140,6 +143,7 @@ impl World {
         ));
         World {
             fake,
+            store,
             controller,
             signer,
             client: Client::new(base, ""),
@@ -231,15 +235,15 @@ async fn agents_get_their_own_groups_roles_over_an_authenticated_channel() {
         .unwrap()
         .contains("/etc/web"));
 
-    // A replayed proof: its nonce is spent. (Its session replaced
-    // `web_agent`'s: one session per instance.)
+    // A replayed proof: its nonce is spent. (Its session is a second one
+    // of the instance: `web_agent`'s holds too.)
     let proof = world.proof(&web, KEY_A).await;
     let newer = world.client.agent_session(&proof).await.unwrap();
     assert_eq!(status(world.client.agent_session(&proof).await), 403);
-    assert_eq!(
-        status(web_agent.agent_config(None, Duration::from_secs(5)).await),
-        401
-    );
+    web_agent
+        .agent_config(None, Duration::from_secs(5))
+        .await
+        .unwrap();
     let web_agent = world.client.with_token(newer.token);
     // A copied document and signature with a fresh nonce, but without the
     // instance's signature of that nonce.
@@ -370,5 +374,38 @@ async fn agents_get_their_own_groups_roles_over_an_authenticated_channel() {
         .agent_config(None, Duration::from_secs(5))
         .await
         .unwrap();
+
+    // A terminated instance's binding is forgotten, in the store too.
+    // (Which bindings are kept is `agent`'s unit test: the stopped db
+    // instance may be replaced, and so unbound, meanwhile.)
+    let bound = |world: &World| -> BTreeMap<String, String> {
+        let states = world.store.group_states().unwrap();
+        states
+            .get("@agents")
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .unwrap_or_default()
+    };
+    assert!(bound(&world).contains_key(&web), "{:?}", bound(&world));
+    assert!(world.fake.set_state(&web, InstanceState::Terminated));
+    // The binding is written first, then the event.
+    let unbound_event = |world: &World| {
+        let events = world.controller.events_after(0, 1000, None).unwrap();
+        events
+            .iter()
+            .any(|e| e.kind == "agent_unbound" && e.subject == web)
+    };
+    let started = Instant::now();
+    while bound(&world).contains_key(&web) || !unbound_event(&world) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still bound ({:?}) or no agent_unbound event",
+            bound(&world)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status(web_agent.agent_config(None, Duration::from_secs(5)).await),
+        401
+    );
     world.controller.shutdown().await;
 }
