@@ -20,8 +20,11 @@
 //! Not here: planning (`plan`), calling EC2 (`exec`, `provider`), the
 //! health and scaling rules themselves (`health`, `scaling`), HTTP (`api`).
 
+mod channels;
 mod lb;
 mod rollout;
+
+pub use channels::ChannelHeads;
 
 use rollout::LbPath;
 
@@ -36,7 +39,7 @@ use endstate_exec::{observe_group, ApplyOptions, ExecError, Executor, Reporter, 
 use endstate_health::{Checker, EventKind};
 use endstate_model::{tags, Group, Spec};
 use endstate_plan::{
-    plan_with, Instance, Launch, LaunchReason, Observed, Phase, Plan, PlanOptions,
+    plan_with, Instance, InstanceState, Launch, LaunchReason, Observed, Phase, Plan, PlanOptions,
 };
 use endstate_provider::elbv2::LoadBalancing;
 use endstate_provider::Provider;
@@ -93,6 +96,11 @@ pub struct Options {
     pub agent_check_in: Duration,
     /// The longest `GET /v1/agent/config` waits for a change. Default 30 s.
     pub agent_long_poll: Duration,
+    /// Where the heads of image channels (`image: RECIPE@CHANNEL`) are
+    /// read; `None` refuses a spec that names a channel.
+    pub channel_heads: Option<Arc<dyn ChannelHeads>>,
+    /// How often the channels' heads are read again. Default 30 s.
+    pub channel_poll: Duration,
 }
 
 impl Default for Options {
@@ -111,6 +119,8 @@ impl Default for Options {
             agent_identity_key: None,
             agent_check_in: Duration::from_secs(60),
             agent_long_poll: Duration::from_secs(30),
+            channel_heads: None,
+            channel_poll: Duration::from_secs(30),
         }
     }
 }
@@ -512,6 +522,9 @@ impl Controller {
         tasks.push(tokio::spawn(Inner::watch_lease(Arc::clone(&inner))));
         if inner.source.path.is_some() {
             tasks.push(tokio::spawn(Inner::watch_spec(Arc::clone(&inner))));
+        }
+        if inner.options.channel_heads.is_some() {
+            tasks.push(tokio::spawn(Inner::watch_channels(Arc::clone(&inner))));
         }
         lock(&inner.tasks).extend(tasks);
         Ok(controller)
@@ -1185,6 +1198,7 @@ impl Inner {
             }
         }
 
+        self.prune_agent_bindings(&observed.instances).await;
         let mut by_group: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
         for instance in observed.instances {
             let group = instance.tag(tags::GROUP).unwrap_or("").to_string();
@@ -1203,6 +1217,62 @@ impl Inner {
         }
         self.orphans(&spec, by_group).await?;
         Ok(())
+    }
+
+    /// Forgets the agent bindings of the instances that this complete
+    /// observation of the project shows terminated, or does not show at
+    /// all, and persists the bindings left: an instance id is bound only
+    /// while the instance exists.
+    async fn prune_agent_bindings(&self, observed: &[Instance]) {
+        let existing: BTreeSet<&str> = observed
+            .iter()
+            .filter(|i| i.state != InstanceState::Terminated)
+            .map(|i| i.id.as_str())
+            .collect();
+        let unbound = self
+            .agents
+            .prune_bindings(|instance| existing.contains(instance));
+        if unbound.is_empty() {
+            return;
+        }
+        if let Err(error) = self.persist_agent_bindings().await {
+            // Kept in memory; the next pruning or binding persists them.
+            tracing::warn!(%error, "persisting the pruned agent bindings failed");
+        }
+        let group_of: BTreeMap<&str, &str> = observed
+            .iter()
+            .map(|i| (i.id.as_str(), i.tag(tags::GROUP).unwrap_or("")))
+            .collect();
+        let records = unbound
+            .into_iter()
+            .map(|instance| {
+                let (group, why) = match group_of.get(instance.as_str()) {
+                    Some(group) => (group.to_string(), "terminated"),
+                    None => (String::new(), "no longer observed"),
+                };
+                Record::new(
+                    group,
+                    "agent_unbound",
+                    instance.clone(),
+                    format!("instance {instance} is {why}: its agent binding is forgotten"),
+                )
+            })
+            .collect();
+        self.events.record(records).await;
+    }
+
+    /// Writes the agent bindings as they are now.
+    async fn persist_agent_bindings(&self) -> Result<(), AgentRefusal> {
+        self.agents
+            .persist_bindings(|bindings| async move {
+                let value = serde_json::to_value(&bindings)
+                    .map_err(|e| AgentRefusal::Internal(format!("agent bindings: {e}")))?;
+                self.session
+                    .put_group_state(crate::agent::BINDINGS_STATE_KEY, value)
+                    .await
+                    .map_err(|e| AgentRefusal::Internal(format!("persisting agent bindings: {e}")))
+            })
+            .await
     }
 
     async fn observe_group(
@@ -1390,8 +1460,18 @@ impl Inner {
     /// their new settings, removed ones stop (their instances are then
     /// orphans); every group reconciles at once.
     async fn adopt(self: &Arc<Self>, spec: Spec, source: &str) -> Result<SpecView, ApiError> {
-        // One adoption at a time (the file watch and the API may race).
+        // One adoption at a time (the file watch, the API and the image
+        // channels' watch may race); the channels are resolved under it,
+        // so that a head read earlier never puts an older image back.
         let _adopting = self.adopting.lock().await;
+        self.adopt_held(spec, source).await
+    }
+
+    /// [`Inner::adopt`], the caller holding `adopting`.
+    async fn adopt_held(self: &Arc<Self>, spec: Spec, source: &str) -> Result<SpecView, ApiError> {
+        let spec = channels::resolve(spec, self.options.channel_heads.as_ref())
+            .await
+            .map_err(ApiError::Invalid)?;
         let current = self.spec();
         if spec.project != current.project {
             return Err(ApiError::Conflict(format!(
@@ -1830,14 +1910,8 @@ impl ControllerApi for Controller {
             inner
                 .agents
                 .open_session(&instance, &request.agent_key, placement.as_ref())?;
-        if let Some(bindings) = bindings {
-            let value = serde_json::to_value(&bindings)
-                .map_err(|e| AgentRefusal::Internal(format!("agent bindings: {e}")))?;
-            inner
-                .session
-                .put_group_state(crate::agent::BINDINGS_STATE_KEY, value)
-                .await
-                .map_err(|e| AgentRefusal::Internal(format!("persisting agent bindings: {e}")))?;
+        if bindings.is_some() {
+            inner.persist_agent_bindings().await?;
             inner
                 .events
                 .one(Record::new(

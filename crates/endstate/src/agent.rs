@@ -200,6 +200,11 @@ struct Agent {
     root: PathBuf,
     imds_endpoint: String,
     key: String,
+    /// The facts of the last gathering, and when: a converge on a change
+    /// reuses them, one on the check-in schedule gathers again. So a role
+    /// change sent to a whole fleet at once costs its metadata services
+    /// nothing, and a change arrives within one check-in of a fact's.
+    facts: std::sync::Mutex<Option<(endstate_config::Facts, Instant)>>,
 }
 
 impl Agent {
@@ -236,37 +241,72 @@ impl Agent {
     }
 
     /// Converges `config` (off the async threads); returns the report.
-    async fn converge(&self, config: &AgentConfig) -> Report {
+    /// Facts are gathered again when they are older than `facts_for` (or
+    /// there are none); when gathering fails, older facts still serve.
+    async fn converge(&self, config: &AgentConfig, facts_for: Duration) -> Report {
         let roles = config.roles.clone();
         let root = self.root.clone();
         let imds_endpoint = self.imds_endpoint.clone();
         let secrets = config.redact.clone();
+        let cached = self.facts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let fresh = cached
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < facts_for)
+            .map(|(facts, _)| facts.clone());
         let run = tokio::task::spawn_blocking(move || {
-            let mut facts_options = FactsOptions::new(&root);
-            facts_options.imds_endpoint = Some(imds_endpoint);
+            let facts = match fresh {
+                Some(facts) => (facts, false),
+                None => {
+                    let mut facts_options = FactsOptions::new(&root);
+                    facts_options.imds_endpoint = Some(imds_endpoint);
+                    match endstate_config::gather(&facts_options) {
+                        Ok(facts) => (facts, true),
+                        Err(e) => match cached {
+                            Some((facts, _)) => {
+                                eprintln!("endstate agent: facts: {e}; the last ones serve");
+                                (facts, false)
+                            }
+                            None => return Err(e.to_string()),
+                        },
+                    }
+                }
+            };
             let mut options = endstate_config::Options::new(&root);
             let mut redact = Secrets::new();
             for value in secrets {
                 redact.insert(value);
             }
             options.secrets = redact;
-            match endstate_config::gather(&facts_options) {
-                Ok(facts) => Ok(Engine::run(&roles, &facts, &options)),
-                Err(e) => Err(e.to_string()),
-            }
+            Ok((Engine::run(&roles, &facts.0, &options), facts))
         })
         .await;
+        let run = match run {
+            Ok(Ok((report, (facts, gathered)))) => {
+                if gathered {
+                    *self.facts.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((facts, Instant::now()));
+                }
+                Ok(Ok(report))
+            }
+            Ok(Err(message)) => Ok(Err(message)),
+            Err(e) => Err(e),
+        };
         let report = match run {
             Ok(Ok(report)) => report,
             Ok(Err(message)) => failed_report(&self.root, format!("facts: {message}")),
             Err(e) => failed_report(&self.root, format!("the run panicked: {e}")),
         };
         eprintln!(
-            "endstate agent: converged {} ({:?}, {} resources, {} ms)",
+            "endstate agent: converged {} ({:?}, {} resources, {} ms){}",
             config.version,
             report.outcome,
             report.resources.len(),
-            report.duration_ms
+            report.duration_ms,
+            if report.errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", report.errors.join("; "))
+            }
         );
         report
     }
@@ -316,6 +356,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         root: args.root.clone(),
         imds_endpoint,
         key,
+        facts: std::sync::Mutex::new(None),
     };
     if args.once {
         return once(&agent).await;
@@ -328,7 +369,7 @@ async fn once(agent: &Agent) -> Result<ExitCode> {
     let session = agent.authenticate().await?;
     let config = session.agent_config(None, LONG_POLL).await?;
     agent.state.save_config(&config)?;
-    let report = agent.converge(&config).await;
+    let report = agent.converge(&config, Duration::ZERO).await;
     let ok = report.outcome == Outcome::Ok;
     session
         .agent_report(&AgentReport {
@@ -354,7 +395,7 @@ async fn watch(agent: &Agent) -> Result<ExitCode> {
         // server is asked after a delay spread by instance over a fifth of
         // the check-in period, so agents restarted together (a fleet's
         // reboot) do not all open sessions at the same moment.
-        agent.converge(config).await;
+        agent.converge(config, Duration::ZERO).await;
         converged_at = Some(Instant::now());
         let period = Duration::from_secs_f64(config.check_in_seconds);
         let fraction = endstate_controller::agent::spread(&config.instance_id, "start");
@@ -363,6 +404,10 @@ async fn watch(agent: &Agent) -> Result<ExitCode> {
     let mut session: Option<Client> = None;
     let mut failures: u32 = 0;
     let mut pending_report: Option<AgentReport> = None;
+    // After a failed converge: when to try again (sooner than the check-in),
+    // and how many failed in a row.
+    let mut retry_at: Option<Instant> = None;
+    let mut failed_runs: u32 = 0;
     loop {
         let check_in = current.as_ref().map_or(DEFAULT_CHECK_IN, |c| {
             Duration::from_secs_f64(c.check_in_seconds)
@@ -376,14 +421,34 @@ async fn watch(agent: &Agent) -> Result<ExitCode> {
                 client.agent_report(&report).await?;
             }
             let after = current.as_ref().map(|c| c.version.clone());
-            let config = client.agent_config(after.as_deref(), LONG_POLL).await?;
+            // A retry due sooner than the long poll's end shortens it.
+            let wait = retry_at.map_or(LONG_POLL, |at| {
+                at.saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(100), LONG_POLL)
+            });
+            let config = client.agent_config(after.as_deref(), wait).await?;
             failures = 0;
             let changed = current.as_ref() != Some(&config);
             let due = converged_at.is_none_or(|at| at.elapsed() >= check_in);
-            if changed || due {
+            let retry = retry_at.is_some_and(|at| Instant::now() >= at);
+            if changed || due || retry {
                 agent.state.save_config(&config)?;
-                let report = agent.converge(&config).await;
+                // A change alone reuses the facts of the last check-in.
+                let facts_for = if due || retry {
+                    Duration::ZERO
+                } else {
+                    check_in
+                };
+                let report = agent.converge(&config, facts_for).await;
                 converged_at = Some(Instant::now());
+                if report.outcome == Outcome::Failed {
+                    failed_runs = failed_runs.saturating_add(1);
+                    let backoff = Duration::from_secs(1u64 << failed_runs.min(5)).min(check_in);
+                    retry_at = Some(Instant::now() + backoff);
+                } else {
+                    failed_runs = 0;
+                    retry_at = None;
+                }
                 let report = AgentReport {
                     version: config.version.clone(),
                     report,
@@ -409,7 +474,7 @@ async fn watch(agent: &Agent) -> Result<ExitCode> {
         // restarted server is not met by all of them at once).
         if let Some(config) = &current {
             if converged_at.is_none_or(|at| at.elapsed() >= check_in) {
-                agent.converge(config).await;
+                agent.converge(config, Duration::ZERO).await;
                 converged_at = Some(Instant::now());
             }
         }

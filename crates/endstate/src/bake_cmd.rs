@@ -30,7 +30,7 @@ use endstate_bake::ec2::{list_baked, BuildSettings, Ec2BuildCloud};
 use endstate_bake::recipe::{bake_recipe, short, RecipeBake, RecipeOutcome};
 use endstate_bake::retention::{decide, Decision, Policy};
 use endstate_bake::{Action, Step};
-use endstate_model::recipe::{FileContent, Parent, Recipe, StepAction};
+use endstate_model::recipe::{ChannelRef, FileContent, Parent, Recipe, StepAction};
 use endstate_model::{tags, Spec};
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
 use endstate_provider::images::Images;
@@ -384,26 +384,67 @@ pub async fn resolve_groups(spec: &mut Spec, spec_file: &Path) -> Result<()> {
 /// [`resolve_groups`] with the cloud's image calls given.
 pub async fn resolve_channels(spec: &mut Spec, images: &dyn Images) -> Result<()> {
     let catalog = Catalog::new(list_baked(images).await.map_err(|e| anyhow!(e))?);
-    resolve_with(spec, &catalog)
+    spec.resolve_channels(&heads(&catalog, &spec.image_channels()))
+        .map_err(|missing| {
+            anyhow!(
+                "image {missing}: channel {} of recipe {} has no image yet; run: endstate bake {}",
+                missing.channel,
+                missing.recipe,
+                missing.recipe
+            )
+        })
 }
 
-fn resolve_with(spec: &mut Spec, catalog: &Catalog) -> Result<()> {
-    for group in &mut spec.groups {
-        let Some(channel) = &group.image_channel else {
-            continue;
-        };
-        let head = catalog.head(&channel.recipe, &channel.channel).ok_or_else(|| {
-            anyhow!(
-                "group {}: image {channel}: channel {} of recipe {} has no image yet; run: endstate bake {}",
-                group.name,
-                channel.channel,
-                channel.recipe,
-                channel.recipe
-            )
-        })?;
-        group.image_id = head.id.clone();
+/// The head of each of `channels` that has one.
+fn heads(catalog: &Catalog, channels: &[ChannelRef]) -> BTreeMap<ChannelRef, String> {
+    channels
+        .iter()
+        .filter_map(|c| {
+            catalog
+                .head(&c.recipe, &c.channel)
+                .map(|head| (c.clone(), head.id.clone()))
+        })
+        .collect()
+}
+
+/// The heads of image channels for `endstate serve`, read from the cloud's
+/// baked images each time it asks.
+pub struct CatalogHeads(pub Ec2Client);
+
+impl std::fmt::Debug for CatalogHeads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatalogHeads")
     }
-    Ok(())
+}
+
+#[async_trait::async_trait]
+impl endstate_controller::controller::ChannelHeads for CatalogHeads {
+    async fn heads(
+        &self,
+        channels: &[ChannelRef],
+    ) -> std::result::Result<BTreeMap<ChannelRef, String>, String> {
+        let catalog = Catalog::new(list_baked(&self.0).await?);
+        Ok(heads(&catalog, channels))
+    }
+}
+
+/// `ENDSTATE_CHANNEL_POLL` (seconds), how often `endstate serve` reads
+/// the channels' heads again, when set.
+pub fn channel_poll_override() -> Result<Option<std::time::Duration>> {
+    match std::env::var("ENDSTATE_CHANNEL_POLL") {
+        Err(_) => Ok(None),
+        Ok(text) => match text.parse::<f64>() {
+            Ok(seconds) if (0.1..=86_400.0).contains(&seconds) => {
+                Ok(Some(std::time::Duration::from_secs_f64(seconds)))
+            }
+            _ => bail!("ENDSTATE_CHANNEL_POLL={text}: seconds between 0.1 and 86400"),
+        },
+    }
+}
+
+/// The channel heads of the spec's cloud, for `endstate serve`.
+pub async fn catalog_heads(spec: &Spec, spec_file: &Path) -> Result<CatalogHeads> {
+    Ok(CatalogHeads(client(spec, spec_file).await?.0))
 }
 
 /// Runs `endstate images` and `endstate images prune`.

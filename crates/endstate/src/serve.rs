@@ -24,9 +24,7 @@ use serde_json::json;
 
 use crate::args::{ApiArgs, GroupCommand, MetricCommand, SpecArgs, StateArgs, TokenCommand};
 use crate::cloud::write_private;
-use crate::commands::{
-    load_balancing, load_spec, open_store, provider, state_path, stop_signal, LEASE,
-};
+use crate::commands::{load_balancing, open_store, provider, state_path, stop_signal, LEASE};
 
 /// What a running controller writes beside the state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,7 +115,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         },
         ..Options::default()
     };
-    let spec: Spec = load_spec(&args.spec)?;
+    let spec: Spec = crate::commands::load_resolved_spec(&args.spec).await?;
     let clock = SystemClock::shared();
     let counters = Controller::counters();
     let reporter: Arc<dyn Reporter> = Arc::new(ThrottleCounter(Arc::clone(&counters)));
@@ -134,6 +132,10 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let options = Options {
         agent_identity_key: crate::agent::identity_key(&spec, &args.spec.file)?,
         agent_check_in: crate::agent::check_in_override()?.unwrap_or(options.agent_check_in),
+        channel_heads: Some(Arc::new(
+            crate::bake_cmd::catalog_heads(&spec, &args.spec.file).await?,
+        )),
+        channel_poll: crate::bake_cmd::channel_poll_override()?.unwrap_or(options.channel_poll),
         ..options
     };
     let state = state_path(&args.spec, &args.state);

@@ -3004,7 +3004,7 @@ fn join(path: &str, field: &str) -> String {
 
 /// sha256 over the canonical JSON of the spec (secrets are references in
 /// it, so the hash says nothing about their values).
-fn spec_hash(spec: &Spec) -> String {
+pub(crate) fn spec_hash(spec: &Spec) -> String {
     let mut canonical = serde_json::json!({
         "project": spec.project,
         "environment": spec.environment,

@@ -315,6 +315,42 @@ pub(crate) fn lineage_names<'a>(
 }
 
 impl Spec {
+    /// The channels the groups name, each once.
+    pub fn image_channels(&self) -> Vec<ChannelRef> {
+        let mut channels: Vec<ChannelRef> = self
+            .groups
+            .iter()
+            .filter_map(|g| g.image_channel.clone())
+            .collect();
+        channels.sort();
+        channels.dedup();
+        channels
+    }
+
+    /// Sets the image of each group that names a channel to that channel's
+    /// image in `heads`, and the spec's hash to match (the image a group
+    /// runs is part of what the spec says). The first channel without a
+    /// head is the error, and then nothing changed.
+    pub fn resolve_channels(
+        &mut self,
+        heads: &BTreeMap<ChannelRef, String>,
+    ) -> Result<(), ChannelRef> {
+        if let Some(missing) = self
+            .image_channels()
+            .into_iter()
+            .find(|c| !heads.contains_key(c))
+        {
+            return Err(missing);
+        }
+        for group in &mut self.groups {
+            if let Some(image) = group.image_channel.as_ref().and_then(|c| heads.get(c)) {
+                group.image_id = image.clone();
+            }
+        }
+        self.hash = crate::load::spec_hash(self);
+        Ok(())
+    }
+
     /// The recipe called `name`.
     pub fn recipe(&self, name: &str) -> Option<&Recipe> {
         self.recipes.get(name)

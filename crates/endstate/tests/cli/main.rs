@@ -4,6 +4,8 @@
 //! seven keeps the workspace's clean build within its budget). Tests that
 //! start their own moto and state directories run in parallel as before.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
+
 #[path = "../common/mod.rs"]
 mod common;
 mod converge;

@@ -56,7 +56,7 @@ recipes:
   web:
     image: app@stable
     instance_type: t3.micro
-    capacity: {{ min: 1, desired: 1, max: 1 }}
+    capacity: {{ min: 1, desired: 1, max: 2 }}
     zones: [us-east-1a]
     user_data:
       script: |
@@ -254,6 +254,13 @@ async fn a_lineage_bakes_once_rebuilds_only_what_changed_and_prunes_what_nothing
     let app_v2 = app["image_id"].as_str().unwrap().to_string();
     assert_eq!(baked_images(&project).len(), 5);
 
+    // The plan replaces the group's instance with one of the new head.
+    let plan = project.ok(&["plan", "--json"]);
+    assert!(
+        plan.contains("\"replacement\"") && plan.contains(&format!("\"wants\":\"{app_v2}\"")),
+        "{plan}"
+    );
+
     // The new head, and the group's instance behind it.
     let listing: Value = serde_json::from_str(&project.ok(&["images", "--json"])).unwrap();
     let app_view = listing["recipes"]
@@ -281,8 +288,24 @@ async fn a_lineage_bakes_once_rebuilds_only_what_changed_and_prunes_what_nothing
     );
     assert_eq!(baked_images(&project).len(), 5);
 
-    // Once nothing runs it, v1 goes, with its layer.
+    // Once nothing runs it, v1 goes, with its layer. (An instance that
+    // is shutting down still counts as using its image.)
     project.ok(&["destroy", "--yes", "--json"]);
+    wait_for(
+        "the group's instance terminated",
+        Duration::from_secs(60),
+        &project,
+        async || {
+            let live = project.aws(&[
+                "ec2",
+                "describe-instances",
+                "--filters",
+                "Name=instance-state-name,Values=pending,running,shutting-down,stopping,stopped",
+            ]);
+            live["Reservations"].as_array()?.is_empty().then_some(())
+        },
+    )
+    .await;
     let dry: Value =
         serde_json::from_str(&project.ok(&["images", "prune", "--dry-run", "--json"])).unwrap();
     assert!(
@@ -349,5 +372,77 @@ async fn a_failing_step_is_named_with_its_output_and_leaves_nothing_behind() {
             .iter()
             .all(|(_, s)| s == "terminated" || s == "shutting-down"),
         "{builders:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_replaces_a_group_when_its_channel_head_moves() {
+    let _one = ONE_CLOUD_AT_A_TIME.lock().await;
+    let mut project = Project::new();
+    project.write_spec(&spec("v1", ""));
+    let (ok, first, stderr) = bake(&project, &["app"]);
+    assert!(ok, "{first}\n{stderr}");
+    let app_v1 = recipe(&first, "app")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let client = project
+        .start_with(&[], &[("ENDSTATE_CHANNEL_POLL", "0.5")])
+        .await;
+    let on_image = |image: String| {
+        let project = &project;
+        async move || {
+            let instances = project.aws(&[
+                "ec2",
+                "describe-instances",
+                "--filters",
+                "Name=tag:endstate:group,Values=web",
+                "Name=instance-state-name,Values=pending,running",
+            ]);
+            let live: Vec<&Value> = instances["Reservations"]
+                .as_array()?
+                .iter()
+                .flat_map(|r| r["Instances"].as_array().into_iter().flatten())
+                .collect();
+            (live.len() == 1 && live[0]["ImageId"] == image.as_str()).then_some(())
+        }
+    };
+    wait_for(
+        "the group's instance on app v1",
+        Duration::from_secs(60),
+        &project,
+        on_image(app_v1.clone()),
+    )
+    .await;
+
+    // A new head: the controller sees it and replaces the instance.
+    project.write_spec(&spec("v2", ""));
+    let (ok, second, stderr) = bake(&project, &["app"]);
+    assert!(ok, "{second}\n{stderr}");
+    let app_v2 = recipe(&second, "app")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        "the group's instance replaced by one of app v2",
+        Duration::from_secs(90),
+        &project,
+        on_image(app_v2.clone()),
+    )
+    .await;
+    let events = crate::common::controller::all_events(&client, 0).await;
+    let moved = crate::common::controller::of_kind(&events, "image_channel_moved");
+    assert_eq!(
+        moved.len(),
+        1,
+        "{moved:#?}\n{:#?}",
+        crate::common::controller::of_kind(&events, "spec_loaded")
+    );
+    assert_eq!(moved[0].subject, "app@stable");
+    assert!(
+        moved[0].reason.contains(&app_v1) && moved[0].reason.contains(&app_v2),
+        "{:?}",
+        moved[0]
     );
 }

@@ -6,6 +6,8 @@
 //! link instead of several keeps the workspace's clean build within its
 //! budget.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
+
 mod agent;
 mod bake;
 #[path = "../common/mod.rs"]

@@ -1,6 +1,8 @@
 //! The spec's integration tests, one binary (one link instead of seven
 //! keeps the workspace's clean build within its budget).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
+
 mod cloud_init_schema;
 mod load;
 mod malformed;

@@ -330,9 +330,12 @@ fn a_holder_killed_with_sigkill_is_taken_over_at_once() {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            concat!(module_path!(), "::child_process_holds_the_lock_until_killed")
-                .split_once("::")
-                .map_or("", |(_, name)| name),
+            concat!(
+                module_path!(),
+                "::child_process_holds_the_lock_until_killed"
+            )
+            .split_once("::")
+            .map_or("", |(_, name)| name),
             "--test-threads=1",
             "--nocapture",
         ])

@@ -2,6 +2,8 @@
 //! keeps the workspace's clean build within its budget). See each module for
 //! what it covers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
+
 mod lock;
 mod serve;
 mod store;
