@@ -14,6 +14,8 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -200,11 +202,12 @@ struct Agent {
     root: PathBuf,
     imds_endpoint: String,
     key: String,
-    /// The facts of the last gathering, and when: a converge on a change
-    /// reuses them, one on the check-in schedule gathers again. So a role
+    /// The facts of the last gathering, and when, kept fresh by
+    /// [`refresh_facts`] every check-in: a converge reuses them, so a role
     /// change sent to a whole fleet at once costs its metadata services
-    /// nothing, and a change arrives within one check-in of a fact's.
-    facts: std::sync::Mutex<Option<(endstate_config::Facts, Instant)>>,
+    /// nothing and waits on none, and a fact's change (a tag) is seen
+    /// within a check-in.
+    facts: Arc<std::sync::Mutex<Option<(endstate_config::Facts, Instant)>>>,
 }
 
 impl Agent {
@@ -356,7 +359,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         root: args.root.clone(),
         imds_endpoint,
         key,
-        facts: std::sync::Mutex::new(None),
+        facts: Arc::new(std::sync::Mutex::new(None)),
     };
     if args.once {
         return once(&agent).await;
@@ -384,6 +387,38 @@ async fn once(agent: &Agent) -> Result<ExitCode> {
     })
 }
 
+/// Gathers the facts again every `period` (a fifth of it spread by
+/// instance), off the watch loop: so that no converge waits on the
+/// metadata service, however slow it is under a fleet's load. A failed
+/// gathering keeps the facts there are.
+async fn refresh_facts(
+    root: PathBuf,
+    imds_endpoint: String,
+    facts: Arc<std::sync::Mutex<Option<(endstate_config::Facts, Instant)>>>,
+    period: Arc<AtomicU64>,
+    instance: String,
+) {
+    let spread = endstate_controller::agent::spread(&instance, "facts");
+    loop {
+        let every = Duration::from_millis(period.load(Ordering::Relaxed));
+        tokio::time::sleep(every.mul_f64(0.8 + 0.2 * spread)).await;
+        let (root, endpoint) = (root.clone(), imds_endpoint.clone());
+        let gathered = tokio::task::spawn_blocking(move || {
+            let mut options = FactsOptions::new(&root);
+            options.imds_endpoint = Some(endpoint);
+            endstate_config::gather(&options)
+        })
+        .await;
+        match gathered {
+            Ok(Ok(fresh)) => {
+                *facts.lock().unwrap_or_else(|p| p.into_inner()) = Some((fresh, Instant::now()));
+            }
+            Ok(Err(e)) => eprintln!("endstate agent: facts: {e}; the last ones serve"),
+            Err(e) => eprintln!("endstate agent: facts: {e}"),
+        }
+    }
+}
+
 /// The agent's life: watch, converge on change and on check-in, report;
 /// while the server is away, converge the last configuration on its
 /// check-in schedule and try again.
@@ -408,10 +443,25 @@ async fn watch(agent: &Agent) -> Result<ExitCode> {
     // and how many failed in a row.
     let mut retry_at: Option<Instant> = None;
     let mut failed_runs: u32 = 0;
+    let refresh_period = Arc::new(AtomicU64::new(DEFAULT_CHECK_IN.as_millis() as u64));
+    let mut refresher: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let check_in = current.as_ref().map_or(DEFAULT_CHECK_IN, |c| {
             Duration::from_secs_f64(c.check_in_seconds)
         });
+        refresh_period.store(
+            u64::try_from(check_in.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let (None, Some(config)) = (&refresher, &current) {
+            refresher = Some(tokio::spawn(refresh_facts(
+                agent.root.clone(),
+                agent.imds_endpoint.clone(),
+                Arc::clone(&agent.facts),
+                Arc::clone(&refresh_period),
+                config.instance_id.clone(),
+            )));
+        }
         let step: Result<()> = async {
             if session.is_none() {
                 session = Some(agent.authenticate().await?);
@@ -433,11 +483,14 @@ async fn watch(agent: &Agent) -> Result<ExitCode> {
             let retry = retry_at.is_some_and(|at| Instant::now() >= at);
             if changed || due || retry {
                 agent.state.save_config(&config)?;
-                // A change alone reuses the facts of the last check-in.
-                let facts_for = if due || retry {
+                // The facts come from the refresher, which gathers them
+                // every check-in; a retry gathers them again itself.
+                let facts_for = if retry {
                     Duration::ZERO
+                } else if due {
+                    check_in.saturating_mul(2)
                 } else {
-                    check_in
+                    Duration::MAX
                 };
                 let report = agent.converge(&config, facts_for).await;
                 converged_at = Some(Instant::now());
