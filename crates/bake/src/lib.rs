@@ -8,6 +8,14 @@
 //! Not here: recipes as the spec declares them and their versions
 //! (`endstate_model`), the EC2 calls (`endstate_provider`), the CLI.
 
+// The black-box tests of `tests/` live here as a module of the unit
+// tests (one test binary per crate instead of two: each link is the
+// whole dependency graph); they name the crate by its name, as users do.
+#[cfg(test)]
+extern crate self as endstate_bake;
+#[cfg(test)]
+mod moto_black_box;
+
 pub mod builder;
 pub mod catalog;
 pub mod console;

@@ -7,6 +7,14 @@
 //! This crate does not plan (that is `endstate-plan`, pure) and does not
 //! speak any wire protocol (that is `endstate-provider`).
 
+// The black-box tests of `tests/` live here as a module of the unit
+// tests (one test binary per crate instead of two: each link is the
+// whole dependency graph); they name the crate by its name, as users do.
+#[cfg(test)]
+extern crate self as endstate_exec;
+#[cfg(test)]
+mod executor_black_box;
+
 pub mod apply;
 pub mod crash;
 pub mod governor;

@@ -23,6 +23,14 @@
 //! every request that starts after `set_forward` returns is routed by the
 //! new weights; requests already started finish on the target they chose.
 
+// The black-box tests of `tests/` live here as a module of the unit
+// tests (one test binary per crate instead of two: each link is the
+// whole dependency graph); they name the crate by its name, as users do.
+#[cfg(test)]
+extern crate self as endstate_lb;
+#[cfg(test)]
+mod lb_black_box;
+
 pub mod group;
 mod proxy;
 pub mod stats;

@@ -8,6 +8,14 @@
 //! it states what consent the plan needs and what it saw, and the caller
 //! decides.
 
+// The black-box tests of `tests/` live here as a module of the unit
+// tests (one test binary per crate instead of two: each link is the
+// whole dependency graph); they name the crate by its name, as users do.
+#[cfg(test)]
+extern crate self as endstate_plan;
+#[cfg(test)]
+mod properties_black_box;
+
 pub mod budget;
 pub mod observed;
 mod planner;
