@@ -105,21 +105,31 @@ impl Project {
     /// no rate limits; waits (up to 120 s) for it to serve and returns its
     /// API's client.
     pub async fn start(&mut self, listen: &str, env: &[(&str, &str)]) -> Result<Client> {
+        self.start_serve(
+            &[
+                "--listen",
+                listen,
+                "--observe-interval",
+                "1",
+                "--period",
+                "5",
+                "--poll-interval",
+                "0.2",
+                "--rate-limits",
+                "off",
+            ],
+            env,
+        )
+        .await
+    }
+
+    /// Starts `endstate serve ARGS…` with `env` added; waits (up to 120 s)
+    /// for it to serve and returns its API's client.
+    pub async fn start_serve(&mut self, args: &[&str], env: &[(&str, &str)]) -> Result<Client> {
         let log = std::fs::File::create(self.dir.path().join("serve.log"))?;
-        let mut command = self.command(&[
-            "serve",
-            "--listen",
-            listen,
-            "--observe-interval",
-            "1",
-            "--period",
-            "5",
-            "--poll-interval",
-            "0.2",
-            "--rate-limits",
-            "off",
-        ]);
+        let mut command = self.command(&["serve"]);
         command
+            .args(args)
             .env("ENDSTATE_LOG", "endstate=info,endstate_controller=info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

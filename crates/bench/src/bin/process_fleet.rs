@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use endstate_bench::serve::endstate_binary;
 use endstate_cloud::process::{ProcessBackend, ProcessConfig};
 use endstate_cloud::{serve_state, CloudState, Credentials, SimulatedConfig};
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
@@ -34,24 +35,6 @@ write_files:
 runcmd:
   - echo booted
 ";
-
-fn endstate_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ENDSTATE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let beside = exe
-        .parent()
-        .context("this program has no directory")?
-        .join("endstate");
-    if !beside.exists() {
-        bail!(
-            "{} not found: build it first (cargo build -p endstate, with the same profile) or set ENDSTATE_BIN",
-            beside.display()
-        );
-    }
-    Ok(beside)
-}
 
 /// Parent PID of every process on the host.
 fn parents() -> BTreeMap<u32, u32> {

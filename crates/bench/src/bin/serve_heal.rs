@@ -34,11 +34,10 @@
 //! Stops the controller (SIGTERM) and the cloud (`endstate cloud stop
 //! --terminate-instances`) at the end, on failure too.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use endstate_bench::serve::Project;
 use endstate_controller::client::Client;
 use endstate_controller::view::{EventView, GroupView};
 use nix::sys::signal::{kill, Signal};
@@ -95,126 +94,6 @@ groups:
 
               http.server.ThreadingHTTPServer((address, 8080), Web).serve_forever()
 "#;
-
-fn endstate_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ENDSTATE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let beside = exe
-        .parent()
-        .context("this program has no directory")?
-        .join("endstate");
-    if !beside.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p endstate) or set ENDSTATE_BIN",
-            beside.display()
-        );
-    }
-    Ok(beside)
-}
-
-/// The project and cloud directories, and the controller; dropping it stops
-/// the controller (SIGTERM, then SIGKILL after 30 s) and the cloud with its
-/// instances.
-struct Project {
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    cloud_dir: tempfile::TempDir,
-    controller: Option<Child>,
-}
-
-impl Project {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("ENDSTATE_CLOUD_DIR", self.cloud_dir.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("NO_COLOR", "1")
-            .env_remove("ENDSTATE_CRASH_AT")
-            .env_remove("ENDSTATE_API_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
-        command
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    /// Starts `endstate serve` with its default intervals; waits for its API.
-    async fn start(&mut self) -> Result<Client> {
-        std::fs::write(self.dir.path().join("endstate.yaml"), SPEC)?;
-        let log = std::fs::File::create(self.dir.path().join("serve.log"))?;
-        let mut command = self.command(&["serve", "--listen", "127.0.0.1:0"]);
-        command
-            .env("ENDSTATE_LOG", "endstate=info,endstate_controller=info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.controller = Some(command.spawn().context("starting endstate serve")?);
-        let state = self.dir.path().join(".endstate");
-        let started = Instant::now();
-        let info: serde_json::Value = loop {
-            if let Ok(bytes) = std::fs::read(state.join("serve.json")) {
-                if let Ok(info) = serde_json::from_slice(&bytes) {
-                    break info;
-                }
-            }
-            if let Some(child) = self.controller.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "endstate serve exited ({status}) before serving:\n{}",
-                        self.log()
-                    );
-                }
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!("endstate serve did not start in 120 s:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let token = std::fs::read_to_string(state.join("api-token"))?;
-        let url = info["url"]
-            .as_str()
-            .context("serve.json: no url")?
-            .to_string();
-        Ok(Client::new(url, token.trim()))
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            let started = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) {
-                if started.elapsed() > Duration::from_secs(30) {
-                    eprintln!("endstate serve did not stop on SIGTERM in 30 s: killed");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        match self
-            .command(&["cloud", "stop", "--terminate-instances"])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "endstate cloud stop --terminate-instances failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(error) => eprintln!("endstate cloud stop: {error}"),
-        }
-    }
-}
 
 /// The host PID of the process listening on `address:port` (instances
 /// share the host's network namespace, each on its own address).
@@ -285,7 +164,7 @@ async fn all_healthy(client: &Client, project: &Project, limit: Duration) -> Res
         if started.elapsed() > limit {
             bail!(
                 "the group was not 5 healthy after {limit:?}; controller log:\n{}",
-                project.log()
+                project.log_tail()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -353,7 +232,7 @@ async fn one_run(client: &Client, project: &Project) -> Result<(String, Run)> {
             bail!(
                 "{}: no healthy replacement 180 s after the kill; controller log:\n{}",
                 victim.id,
-                project.log()
+                project.log_tail()
             );
         }
         for event in client.events_after(after, 1_000, None).await? {
@@ -417,13 +296,12 @@ async fn main() -> Result<()> {
         })
         .transpose()?
         .unwrap_or(5);
-    let mut project = Project {
-        binary: endstate_binary()?,
-        dir: tempfile::tempdir()?,
-        cloud_dir: tempfile::tempdir()?,
-        controller: None,
-    };
-    let client = project.start().await?;
+    let mut project = Project::new()?;
+    project.write_spec(SPEC)?;
+    // The controller's default intervals (observe 5 s, period 60 s).
+    let client = project
+        .start_serve(&["--listen", "127.0.0.1:0"], &[])
+        .await?;
     let started = Instant::now();
     all_healthy(&client, &project, Duration::from_secs(180)).await?;
     println!(
