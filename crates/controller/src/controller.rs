@@ -1473,6 +1473,9 @@ impl Inner {
             .await
             .map_err(ApiError::Invalid)?;
         let current = self.spec();
+        if spec.project == current.project {
+            self.record_moved_channels(&current, &spec).await;
+        }
         if spec.project != current.project {
             return Err(ApiError::Conflict(format!(
                 "the spec is for project {}, this controller serves {}",

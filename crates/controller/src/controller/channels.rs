@@ -62,6 +62,42 @@ pub(super) async fn resolve(
 }
 
 impl Inner {
+    /// An `image_channel_moved` event for each group of `new` that names
+    /// the same channel as in `current` and gets another image: whether
+    /// the head's move was seen by the channels' watch or came with a
+    /// spec adopted after it.
+    pub(super) async fn record_moved_channels(&self, current: &Spec, new: &Spec) {
+        for group in &new.groups {
+            let Some(channel) = &group.image_channel else {
+                continue;
+            };
+            let Some(old) = current
+                .groups
+                .iter()
+                .find(|g| g.name == group.name && g.image_channel.as_ref() == Some(channel))
+            else {
+                continue;
+            };
+            if old.image_id == group.image_id {
+                continue;
+            }
+            self.events
+                .one(
+                    Record::new(
+                        &group.name,
+                        "image_channel_moved",
+                        channel.to_string(),
+                        format!(
+                            "{channel} moved from {} to {}",
+                            old.image_id, group.image_id
+                        ),
+                    )
+                    .with(json!({ "from": old.image_id, "to": group.image_id })),
+                )
+                .await;
+        }
+    }
+
     /// Every `channel_poll`, the heads of the spec's channels; a moved
     /// head puts the spec with the new images in force.
     pub(super) async fn watch_channels(self: Arc<Self>) {
@@ -88,26 +124,6 @@ impl Inner {
                 };
             if resolved.hash == current.hash {
                 continue;
-            }
-            for (old, new) in current.groups.iter().zip(&resolved.groups) {
-                if old.image_id != new.image_id {
-                    if let Some(channel) = &new.image_channel {
-                        self.events
-                            .one(
-                                Record::new(
-                                    &new.name,
-                                    "image_channel_moved",
-                                    channel.to_string(),
-                                    format!(
-                                        "{channel} moved from {} to {}",
-                                        old.image_id, new.image_id
-                                    ),
-                                )
-                                .with(json!({ "from": old.image_id, "to": new.image_id })),
-                            )
-                            .await;
-                    }
-                }
             }
             if let Err(error) = self.adopt_held(resolved, "image channels").await {
                 self.events

@@ -416,9 +416,11 @@ async fn serve_replaces_a_group_when_its_channel_head_moves() {
     )
     .await;
 
-    // A new head: the controller sees it and replaces the instance.
-    project.write_spec(&spec("v2", ""));
-    let (ok, second, stderr) = bake(&project, &["app"]);
+    // A new head: the controller sees it and replaces the instance. (The
+    // recipe's new version is baked from a file of its own, so that the
+    // spec in force changes only by its channel's head.)
+    std::fs::write(project.dir.path().join("bake-v2.yaml"), spec("v2", "")).unwrap();
+    let (ok, second, stderr) = bake(&project, &["-f", "bake-v2.yaml", "app"]);
     assert!(ok, "{second}\n{stderr}");
     let app_v2 = recipe(&second, "app")["image_id"]
         .as_str()
