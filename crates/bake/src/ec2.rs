@@ -7,7 +7,8 @@
 //! a repeat the same launch); CreateImage is not (a repeat would make a
 //! second image or fail on the name).
 //!
-//! Also [`list_baked`], the catalog's images. Not here: what to call when
+//! Also [`list_baked`], the catalog's images, and [`deregister`], an image
+//! with its storage. Not here: what to call when
 //! (the builder).
 
 use std::collections::BTreeMap;
@@ -86,20 +87,33 @@ pub async fn list_baked(images: &dyn Images) -> Result<Vec<ImageRecord>, String>
     Ok(found.into_iter().map(record).collect())
 }
 
-impl Ec2BuildCloud<'_> {
-    async fn image(&self, id: &str) -> Result<Option<ImageInfo>, String> {
-        let filter = ImageFilter::ids([id]);
-        match self.images.describe_images_by(&filter).await {
-            Ok(found) => Ok(found.into_iter().find(|i| i.id == id)),
-            Err(error) if error.code() == Some("InvalidAMIID.NotFound") => Ok(None),
-            Err(error) if error.is_retryable() => {
-                retried("DescribeImages", || self.images.describe_images_by(&filter))
-                    .await
-                    .map(|found| found.into_iter().find(|i| i.id == id))
-            }
-            Err(error) => Err(format!("DescribeImages: {error}")),
+/// The image `id`; `None` when the cloud does not know it.
+async fn image(images: &dyn Images, id: &str) -> Result<Option<ImageInfo>, String> {
+    let filter = ImageFilter::ids([id]);
+    match images.describe_images_by(&filter).await {
+        Ok(found) => Ok(found.into_iter().find(|i| i.id == id)),
+        Err(error) if error.code() == Some("InvalidAMIID.NotFound") => Ok(None),
+        Err(error) if error.is_retryable() => {
+            retried("DescribeImages", || images.describe_images_by(&filter))
+                .await
+                .map(|found| found.into_iter().find(|i| i.id == id))
         }
+        Err(error) => Err(format!("DescribeImages: {error}")),
     }
+}
+
+/// DeregisterImage of `image`, then DeleteSnapshot of its snapshots: the
+/// image and its storage (a bake's clean-up, and retention's). An image
+/// the cloud does not know is gone already.
+pub async fn deregister(images: &dyn Images, image: &str) -> Result<(), String> {
+    let Some(info) = self::image(images, image).await? else {
+        return Ok(());
+    };
+    retried("DeregisterImage", || images.deregister_image(image)).await?;
+    for snapshot in &info.snapshot_ids {
+        retried("DeleteSnapshot", || images.delete_snapshot(snapshot)).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -177,7 +191,7 @@ impl BuildCloud for Ec2BuildCloud<'_> {
     }
 
     async fn image_state(&self, image: &str) -> Result<Option<String>, String> {
-        Ok(self.image(image).await?.map(|i| i.state))
+        Ok(self::image(self.images, image).await?.map(|i| i.state))
     }
 
     async fn tag(&self, image: &str, tags: &BTreeMap<String, String>) -> Result<(), String> {
@@ -195,13 +209,6 @@ impl BuildCloud for Ec2BuildCloud<'_> {
     }
 
     async fn deregister(&self, image: &str) -> Result<(), String> {
-        let Some(info) = self.image(image).await? else {
-            return Ok(());
-        };
-        retried("DeregisterImage", || self.images.deregister_image(image)).await?;
-        for snapshot in &info.snapshot_ids {
-            retried("DeleteSnapshot", || self.images.delete_snapshot(snapshot)).await?;
-        }
-        Ok(())
+        deregister(self.images, image).await
     }
 }

@@ -26,13 +26,13 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use endstate_bake::builder::Waits;
 use endstate_bake::catalog::Catalog;
-use endstate_bake::ec2::{list_baked, BuildSettings, Ec2BuildCloud};
+use endstate_bake::ec2::{deregister, list_baked, BuildSettings, Ec2BuildCloud};
 use endstate_bake::recipe::{bake_recipe, short, RecipeBake, RecipeOutcome};
 use endstate_bake::retention::{decide, Decision, Policy};
 use endstate_bake::{Action, Step};
 use endstate_model::recipe::{ChannelRef, FileContent, Parent, Recipe, StepAction};
 use endstate_model::{tags, Spec};
-use endstate_provider::ec2::{Ec2Client, Ec2Config};
+use endstate_provider::ec2::Ec2Client;
 use endstate_provider::images::Images;
 use endstate_provider::Provider;
 use serde::Serialize;
@@ -81,26 +81,8 @@ struct ManifestImage {
 /// The EC2 client for the spec's provider, ungoverned (a bake makes a few
 /// calls a second), and whether its images are layered.
 async fn client(spec: &Spec, spec_file: &Path) -> Result<(Ec2Client, bool)> {
-    Ok(match &spec.provider {
-        endstate_model::Provider::Aws {
-            region,
-            endpoint,
-            profile,
-        } => {
-            let mut config = Ec2Config::new(region.clone());
-            config.endpoint = endpoint.clone();
-            config.profile = profile.clone();
-            (Ec2Client::new(config).await?, false)
-        }
-        endstate_model::Provider::Local { region, dir } => {
-            let base = spec_file.parent().unwrap_or(Path::new("."));
-            let dir = crate::cloud::resolve_dir(None, dir.as_deref().map(|d| (base, d)))?;
-            (
-                crate::cloud::ensure_running(&dir, region, true)?.client()?,
-                true,
-            )
-        }
-    })
+    let layered = matches!(spec.provider, endstate_model::Provider::Local { .. });
+    Ok((crate::commands::ec2_client(spec, spec_file).await?, layered))
 }
 
 /// Runs `endstate bake`.
@@ -760,18 +742,6 @@ async fn prune(
 ) -> Result<ExitCode> {
     let users = in_use(spec, catalog, instances, plans)?;
     let now = OffsetDateTime::now_utc();
-    let cloud = Ec2BuildCloud {
-        provider: ec2,
-        images: ec2,
-        settings: BuildSettings {
-            instance_type: String::new(),
-            zone: String::new(),
-            subnet_id: None,
-            security_group_ids: Vec::new(),
-            iam_instance_profile: None,
-            root_volume: None,
-        },
-    };
     let mut report: Vec<(String, Decision, Option<String>)> = Vec::new();
     let mut failures = 0;
     for recipe in spec.recipes.values() {
@@ -782,8 +752,7 @@ async fn prune(
         for decision in decide(catalog, &recipe.name, &policy, &users, now) {
             let mut error = None;
             if !decision.keep && !dry_run {
-                use endstate_bake::builder::BuildCloud as _;
-                if let Err(e) = cloud.deregister(&decision.image).await {
+                if let Err(e) = deregister(ec2, &decision.image).await {
                     failures += 1;
                     error = Some(e);
                 }

@@ -186,15 +186,10 @@ fn validate(args: &SpecArgs, json: bool) -> Result<ExitCode> {
     }
 }
 
-/// The EC2 client for the spec's provider, wrapped in the governor.
-pub(crate) async fn provider(
-    spec: &Spec,
-    spec_file: &Path,
-    api: &ApiArgs,
-    reporter: Arc<dyn Reporter>,
-    clock: SharedClock,
-) -> Result<Arc<Governor>> {
-    let client = match &spec.provider {
+/// The EC2 client for the spec's provider, not governed (starting the
+/// built-in cloud for `provider: local` when it is not running).
+pub(crate) async fn ec2_client(spec: &Spec, spec_file: &Path) -> Result<Ec2Client> {
+    Ok(match &spec.provider {
         endstate_model::Provider::Aws {
             region,
             endpoint,
@@ -210,7 +205,18 @@ pub(crate) async fn provider(
             let dir = crate::cloud::resolve_dir(None, dir.as_deref().map(|d| (base, d)))?;
             crate::cloud::ensure_running(&dir, region, true)?.client()?
         }
-    };
+    })
+}
+
+/// The EC2 client for the spec's provider, wrapped in the governor.
+pub(crate) async fn provider(
+    spec: &Spec,
+    spec_file: &Path,
+    api: &ApiArgs,
+    reporter: Arc<dyn Reporter>,
+    clock: SharedClock,
+) -> Result<Arc<Governor>> {
+    let client = ec2_client(spec, spec_file).await?;
     let limits = match api.rate_limits {
         RateLimitMode::Ec2 => RateLimits::ec2_defaults(),
         RateLimitMode::Off => RateLimits::unlimited(),
