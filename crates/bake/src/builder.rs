@@ -1,9 +1,13 @@
-//! The instance-style builder, as Packer does it but with no SSH: launch a
-//! build instance from the parent image with the provisioning script as
-//! its user data, read its progress from the console until every step
-//! ended, stop it, CreateImage, wait until the image is available, tag it,
-//! and terminate the build instance. It talks to the cloud through
-//! [`BuildCloud`], the few EC2 calls a bake needs.
+//! The two builders. Instance-style, as Packer does it but with no SSH:
+//! launch a build instance from the parent image with the provisioning
+//! script as its user data, read its progress from the console until every
+//! step ended, stop it, CreateImage, wait until the image is available,
+//! tag it, and terminate the build instance. Volume-style, as Aminator
+//! does it: the built-in cloud runs the same script on a copy of the
+//! parent image's root without booting anything (BakeImage), the builder
+//! reads its progress from the bake's output (GetBakeOutput) until the
+//! image is available, and tags it. Both talk to the cloud through
+//! [`BuildCloud`], the few calls a bake needs.
 //!
 //! Whatever happens after the launch, the build instance is terminated,
 //! and an image made by a bake that then failed is deregistered (with its
@@ -57,6 +61,38 @@ pub trait BuildCloud: Send + Sync {
     async fn terminate(&self, instance: &str) -> Result<(), String>;
     /// DeregisterImage, and its storage with it (snapshots on EC2).
     async fn deregister(&self, image: &str) -> Result<(), String>;
+    /// BakeImage (the built-in cloud's extension): `user_data` run on a
+    /// copy of `image`'s root; the new image's id (`pending` until the
+    /// script ended, then `available` or `failed`).
+    async fn bake_volume(
+        &self,
+        image: &str,
+        user_data: &[u8],
+        name: &str,
+        description: &str,
+    ) -> Result<String, String>;
+    /// The output of a volume-style bake so far, as text.
+    async fn bake_output(&self, image: &str) -> Result<String, String>;
+}
+
+/// How an image is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Style {
+    /// Launch, provision through user data, stop, CreateImage.
+    Instance,
+    /// The steps on a copy of the parent's root, no instance (the
+    /// built-in cloud's BakeImage).
+    Volume,
+}
+
+impl std::fmt::Display for Style {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Style::Instance => "instance",
+            Style::Volume => "volume",
+        })
+    }
 }
 
 /// A phase of a bake, for progress and the manifest's times.
@@ -120,13 +156,15 @@ pub struct BakeRequest {
     /// Letters and digits; marks this bake's console lines, and with the
     /// name makes the launch idempotent.
     pub nonce: String,
+    pub style: Style,
 }
 
 /// What a bake made.
 #[derive(Debug, Clone, Serialize)]
 pub struct Baked {
     pub image_id: String,
-    pub build_instance: String,
+    /// The instance it ran on (none for a volume-style bake).
+    pub build_instance: Option<String>,
     /// Each phase and how long it took, in order.
     pub phases: Vec<(Phase, Duration)>,
 }
@@ -183,6 +221,9 @@ pub async fn bake(
         cause: e.into(),
         left_behind: Vec::new(),
     })?;
+    if request.style == Style::Volume {
+        return bake_volume(cloud, request, &script, waits, progress).await;
+    }
     let mut phases = Vec::new();
     let started = Instant::now();
     progress(Phase::Launch, &request.parent_image);
@@ -230,7 +271,7 @@ pub async fn bake(
             }
             Ok(Baked {
                 image_id,
-                build_instance: instance,
+                build_instance: Some(instance),
                 phases,
             })
         }
@@ -243,6 +284,151 @@ pub async fn bake(
             Err(BakeError { cause, left_behind })
         }
     }
+}
+
+/// The volume-style bake: BakeImage, its output read until the steps
+/// ended and the image is available, then the tags. A failed bake's image
+/// is deregistered.
+async fn bake_volume(
+    cloud: &dyn BuildCloud,
+    request: &BakeRequest,
+    script: &str,
+    waits: &Waits,
+    progress: &(dyn Fn(Phase, &str) + Sync),
+) -> Result<Baked, BakeError> {
+    let mut phases = Vec::new();
+    let started = Instant::now();
+    progress(Phase::Provision, &request.parent_image);
+    let image = cloud
+        .bake_volume(
+            &request.parent_image,
+            script.as_bytes(),
+            &request.name,
+            &request.description,
+        )
+        .await
+        .map_err(|message| BakeError {
+            cause: Cause::Cloud {
+                phase: Phase::Provision,
+                message,
+            },
+            left_behind: Vec::new(),
+        })?;
+    let outcome = provision_volume(
+        cloud,
+        request,
+        waits,
+        progress,
+        &image,
+        started,
+        &mut phases,
+    )
+    .await;
+    match outcome {
+        Ok(()) => Ok(Baked {
+            image_id: image,
+            build_instance: None,
+            phases,
+        }),
+        Err(cause) => {
+            let cleaning = Instant::now();
+            progress(Phase::CleanUp, &image);
+            let left_behind = match cloud.deregister(&image).await {
+                Ok(()) => Vec::new(),
+                Err(_) => vec![image],
+            };
+            phases.push((Phase::CleanUp, cleaning.elapsed()));
+            Err(BakeError { cause, left_behind })
+        }
+    }
+}
+
+/// The steps of a volume-style bake until its image is available and
+/// tagged.
+async fn provision_volume(
+    cloud: &dyn BuildCloud,
+    request: &BakeRequest,
+    waits: &Waits,
+    progress: &(dyn Fn(Phase, &str) + Sync),
+    image: &str,
+    started: Instant,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<(), Cause> {
+    let cloud_error = |phase: Phase| move |message: String| Cause::Cloud { phase, message };
+    let mut reported = 0;
+    let mut image_started = None;
+    loop {
+        // The state first: output read after it is at least as new.
+        let state = cloud
+            .image_state(image)
+            .await
+            .map_err(cloud_error(Phase::Provision))?;
+        let output = cloud
+            .bake_output(image)
+            .await
+            .map_err(cloud_error(Phase::Provision))?;
+        match read_progress(&request.nonce, &output) {
+            Progress::Failed { step, code, output } => {
+                return Err(step_failed(request, step, code, output));
+            }
+            Progress::Done if image_started.is_none() => {
+                phases.push((Phase::Provision, started.elapsed()));
+                progress(Phase::Image, &request.name);
+                image_started = Some(Instant::now());
+            }
+            Progress::Done => {}
+            Progress::Running { finished } => {
+                for step in request.steps.iter().take(finished).skip(reported) {
+                    progress(Phase::Provision, &format!("step {} done", step.name));
+                }
+                reported = reported.max(finished);
+            }
+        }
+        match state.as_deref() {
+            Some("available") if image_started.is_some() => break,
+            Some("pending") | None => {}
+            Some(other) => {
+                let tail: Vec<&str> = output.lines().rev().take(10).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(Cause::Cloud {
+                    phase: image_started.map_or(Phase::Provision, |_| Phase::Image),
+                    message: format!(
+                        "image {image} is {other} before its steps ended; the bake's output ends:\n{}",
+                        tail.join("\n")
+                    ),
+                });
+            }
+        }
+        let (phase, since, limit) = match image_started {
+            Some(at) => (Phase::Image, at, waits.image),
+            None => (Phase::Provision, started, waits.provision),
+        };
+        wait_or_time_out(since, limit, waits.poll, phase, || match phase {
+            Phase::Image => format!("image {image} did not become available"),
+            _ => format!("the steps of {image} did not end"),
+        })
+        .await?;
+    }
+    if let Some(at) = image_started {
+        phases.push((Phase::Image, at.elapsed()));
+    }
+    let tagging = Instant::now();
+    progress(Phase::Tag, image);
+    cloud
+        .tag(image, &request.image_tags)
+        .await
+        .map_err(cloud_error(Phase::Tag))?;
+    phases.push((Phase::Tag, tagging.elapsed()));
+    Ok(())
+}
+
+/// A failed step, named by the request's step `step` (from 0).
+fn step_failed(request: &BakeRequest, step: usize, code: i32, output: String) -> Cause {
+    let step = request
+        .steps
+        .get(step)
+        .map_or_else(|| format!("#{step}"), |s| s.name.clone());
+    Cause::StepFailed { step, code, output }
 }
 
 /// A successful bake whose build instance would not terminate still made
@@ -279,11 +465,7 @@ async fn build(
         match read_progress(&request.nonce, &console) {
             Progress::Done => break,
             Progress::Failed { step, code, output } => {
-                let step = request
-                    .steps
-                    .get(step)
-                    .map_or_else(|| format!("#{step}"), |s| s.name.clone());
-                return Err(Cause::StepFailed { step, code, output });
+                return Err(step_failed(request, step, code, output));
             }
             Progress::Running { finished } => {
                 for step in request.steps.iter().take(finished).skip(reported) {
@@ -435,6 +617,7 @@ mod tests {
             instance_tags: BTreeMap::new(),
             image_tags: BTreeMap::from([("endstate:recipe".to_string(), "web".to_string())]),
             nonce: "abc123".to_string(),
+            style: Style::Instance,
         }
     }
 
@@ -504,6 +687,106 @@ mod tests {
         let mut seen = seen.into_inner().unwrap();
         seen.dedup();
         assert_eq!(phases, seen);
+    }
+
+    #[tokio::test]
+    async fn a_volume_bake_runs_the_steps_with_no_instance_then_tags() {
+        let root = tempfile::tempdir().unwrap();
+        let cloud = fake(&root);
+        let seen = Mutex::new(Vec::new());
+        let baked = bake(
+            &cloud,
+            &BakeRequest {
+                style: Style::Volume,
+                ..request(vec![
+                    shell("one", "echo 1 > \"$ROOT/one\""),
+                    shell("two", "echo 2 > \"$ROOT/two\""),
+                ])
+            },
+            &waits(),
+            &|phase, _| seen.lock().unwrap().push(phase),
+        )
+        .await
+        .unwrap();
+        assert_eq!(baked.build_instance, None);
+        assert!(root.path().join("one").exists() && root.path().join("two").exists());
+        assert_eq!(
+            cloud.calls(),
+            [
+                "bake_volume ami-00000000000000001 web-1234",
+                "bake_output",
+                "tag ami-0123456789abcdef0 1"
+            ]
+        );
+        let phases: Vec<Phase> = baked.phases.iter().map(|(p, _)| *p).collect();
+        assert_eq!(phases, [Phase::Provision, Phase::Image, Phase::Tag]);
+        let mut seen = seen.into_inner().unwrap();
+        seen.dedup();
+        assert_eq!(phases, seen);
+    }
+
+    #[tokio::test]
+    async fn a_failing_volume_step_is_named_and_its_failed_image_deregistered() {
+        let root = tempfile::tempdir().unwrap();
+        let cloud = fake(&root);
+        let error = bake(
+            &cloud,
+            &BakeRequest {
+                style: Style::Volume,
+                ..request(vec![
+                    shell("fine", "true"),
+                    shell("compile", "echo cc: no such file >&2; exit 4"),
+                ])
+            },
+            &waits(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "step compile failed with exit status 4:\ncc: no such file"
+        );
+        assert!(error.left_behind.is_empty());
+        assert_eq!(
+            cloud.calls(),
+            [
+                "bake_volume ami-00000000000000001 web-1234",
+                "bake_output",
+                "deregister ami-0123456789abcdef0"
+            ]
+        );
+        assert!(cloud.images().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_volume_image_that_fails_without_a_failed_step_shows_the_output() {
+        let root = tempfile::tempdir().unwrap();
+        let cloud = FakeBuildCloud {
+            image_ends: Some("failed"),
+            ..fake(&root)
+        };
+        let error = bake(
+            &cloud,
+            &BakeRequest {
+                style: Style::Volume,
+                ..request(vec![shell("s", "echo almost")])
+            },
+            &waits(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("image: image ami-0123456789abcdef0 is failed before its steps ended")
+                && text.contains("done"),
+            "{text}"
+        );
+        assert_eq!(
+            cloud.calls().last().unwrap(),
+            "deregister ami-0123456789abcdef0"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! [`BuildCloud`] over EC2 (AWS, moto, the built-in cloud): the launch
 //! with the build settings, the instance and image states, console,
 //! StopInstances, CreateImage, CreateTags, TerminateInstances, and
-//! DeregisterImage followed by DeleteSnapshot of the image's snapshots.
+//! DeregisterImage followed by DeleteSnapshot of the image's snapshots;
+//! and the built-in cloud's BakeImage and GetBakeOutput for volume-style
+//! bakes.
 //! Calls that may be repeated safely are retried a few times on a
 //! throttle or a retryable error (RunInstances too: its client token makes
 //! a repeat the same launch); CreateImage is not (a repeat would make a
@@ -16,7 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use endstate_model::{MetadataOptions, RootVolume};
-use endstate_provider::images::{CreateImageRequest, ImageFilter, ImageInfo, Images};
+use endstate_provider::images::{
+    BakeImageRequest, CreateImageRequest, ImageFilter, ImageInfo, Images, UserData,
+};
 use endstate_provider::{Filter, LaunchRequest, Provider, ProviderError};
 
 use crate::builder::BuildCloud;
@@ -210,5 +214,37 @@ impl BuildCloud for Ec2BuildCloud<'_> {
 
     async fn deregister(&self, image: &str) -> Result<(), String> {
         deregister(self.images, image).await
+    }
+
+    /// Not retried: a repeat would be a second bake (or fail on the name).
+    async fn bake_volume(
+        &self,
+        image: &str,
+        user_data: &[u8],
+        name: &str,
+        description: &str,
+    ) -> Result<String, String> {
+        let request = BakeImageRequest {
+            source_image_id: image.to_string(),
+            name: name.to_string(),
+            description: Some(description.to_string()),
+            user_data: UserData(user_data.to_vec()),
+        };
+        self.images.bake_image(&request).await.map_err(|e| {
+            // EC2 answers `InvalidAction`; moto, an HTML page (no EC2 code).
+            let unknown_action = e.is_unsupported()
+                || matches!(e.code(), Some(code) if code == "InvalidAction" || code.starts_with("Http"));
+            if unknown_action {
+                format!(
+                    "BakeImage: {e}; volume-style bakes need the built-in cloud's process backend (use builder: instance elsewhere)"
+                )
+            } else {
+                format!("BakeImage: {e}")
+            }
+        })
+    }
+
+    async fn bake_output(&self, image: &str) -> Result<String, String> {
+        retried("GetBakeOutput", || self.images.bake_output(image)).await
     }
 }

@@ -146,4 +146,47 @@ impl BuildCloud for FakeBuildCloud {
         self.images.lock().unwrap().retain(|i| i.id != image);
         Ok(())
     }
+    /// Runs the script at once against the root, as `launch` does; the
+    /// image is `available` when it exited 0, `failed` otherwise (or
+    /// what `image_ends` says).
+    async fn bake_volume(
+        &self,
+        image: &str,
+        user_data: &[u8],
+        name: &str,
+        _: &str,
+    ) -> Result<String, String> {
+        self.record(format!("bake_volume {image} {name}"));
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(String::from_utf8_lossy(user_data).as_ref())
+            .env("ENDSTATE_BAKE_ROOT", self.root.as_ref().unwrap())
+            .output()
+            .unwrap();
+        *self.console.lock().unwrap() = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut images = self.images.lock().unwrap();
+        let n = images.len();
+        let id = format!("ami-{:017x}", 0x1234_5678_9abc_def0_u64 + n as u64);
+        let state = match self.image_ends {
+            Some(state) => state,
+            None if output.status.success() => "available",
+            None => "failed",
+        };
+        images.push(ImageRecord {
+            id: id.clone(),
+            name: Some(name.to_string()),
+            state: state.to_string(),
+            created: Some(format!("2026-11-28T00:00:{n:02}.000Z")),
+            tags: BTreeMap::new(),
+        });
+        Ok(id)
+    }
+    async fn bake_output(&self, _: &str) -> Result<String, String> {
+        self.record("bake_output");
+        Ok(self.console.lock().unwrap().clone())
+    }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use endstate_bake::builder::{bake, BakeRequest, BuildCloud, Waits};
+use endstate_bake::builder::{bake, BakeRequest, BuildCloud, Style, Waits};
 use endstate_bake::ec2::{BuildSettings, Ec2BuildCloud};
 use endstate_bake::{Action, Step};
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
@@ -70,6 +70,20 @@ impl BuildCloud for MotoConsoleSaysSteps<'_> {
     async fn deregister(&self, image: &str) -> Result<(), String> {
         self.real.deregister(image).await
     }
+    async fn bake_volume(
+        &self,
+        image: &str,
+        user_data: &[u8],
+        name: &str,
+        description: &str,
+    ) -> Result<String, String> {
+        self.real
+            .bake_volume(image, user_data, name, description)
+            .await
+    }
+    async fn bake_output(&self, image: &str) -> Result<String, String> {
+        self.real.bake_output(image).await
+    }
 }
 
 fn client(url: &str) -> Ec2Client {
@@ -102,6 +116,7 @@ fn request(nonce: &str) -> BakeRequest {
             ("endstate:version".to_string(), "v1".to_string()),
         ]),
         nonce: nonce.to_string(),
+        style: Style::Instance,
     }
 }
 
@@ -232,4 +247,38 @@ async fn a_failing_step_makes_no_image_and_terminates_the_build_instance() {
         instance.contains(terminated[0].param("InstanceId.1").unwrap()),
         "the build instance is the one terminated"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_bake_on_an_ec2_without_bake_image_fails_clearly_and_makes_nothing() {
+    let moto = MotoServer::start().await;
+    let proxy = FaultProxy::start(moto.url()).await.unwrap();
+    let ec2 = client(&proxy.url());
+    let cloud = Ec2BuildCloud {
+        provider: &ec2,
+        images: &ec2,
+        settings: settings(),
+    };
+    let error = bake(
+        &cloud,
+        &BakeRequest {
+            style: Style::Volume,
+            ..request("n3")
+        },
+        &waits(),
+        &|_, _| {},
+    )
+    .await
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with("provision: BakeImage: ")
+            && text.ends_with(
+                "volume-style bakes need the built-in cloud's process backend (use builder: instance elsewhere)"
+            ),
+        "{text}"
+    );
+    assert!(error.left_behind.is_empty());
+    assert_eq!(actions(&proxy), ["BakeImage"]);
+    assert!(proxy.requests_of("RunInstances").is_empty());
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::builder::{bake, BakeError, BakeRequest, BuildCloud, Waits};
+use crate::builder::{bake, BakeError, BakeRequest, BuildCloud, Style, Waits};
 use crate::catalog::{
     Catalog, CHANNEL_TAG_PREFIX, PARENT_TAG, PREFIX_TAG, RECIPE_TAG, STEPS_TAG, VERSION_TAG,
 };
@@ -37,6 +37,8 @@ pub struct RecipeBake {
     pub tags: BTreeMap<String, String>,
     /// The channels whose head the new image becomes.
     pub channels: Vec<String>,
+    /// Instance-style or volume-style.
+    pub style: Style,
 }
 
 /// What baking a recipe did.
@@ -156,6 +158,7 @@ pub async fn bake_recipe(
             ]),
             image_tags,
             nonce: format!("{}{}", short(prefix), nonce),
+            style: recipe.style,
         };
         let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
         let recipe_name = &recipe.recipe;
@@ -215,6 +218,7 @@ mod tests {
             parent_image: "ami-00000000000000001".to_string(),
             tags: BTreeMap::from([("team".to_string(), "web".to_string())]),
             channels: vec!["stable".to_string()],
+            style: Style::Instance,
         }
     }
 
@@ -281,6 +285,36 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(root.path().join("log")).unwrap(),
             "1\n2\nv1\nv2\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn volume_style_bakes_a_layer_per_step_with_no_instance() {
+        let root = tempfile::tempdir().unwrap();
+        let cloud = FakeBuildCloud::running_in(root.path());
+        let volume = |last: &str| RecipeBake {
+            style: Style::Volume,
+            ..recipe(last)
+        };
+        let first = run(&cloud, &volume("v1"), true).await;
+        assert_eq!(first.bakes.len(), 3);
+        assert!(first.bakes.iter().all(|b| b.baked.build_instance.is_none()));
+        let calls = cloud.calls();
+        assert!(
+            calls
+                .iter()
+                .all(|c| !c.starts_with("launch") && !c.starts_with("terminate")),
+            "{calls:?}"
+        );
+        let images = cloud.images();
+        assert_eq!(images[2].parent(), Some(images[1].id.as_str()));
+        assert_eq!(images[2].version(), Some("v1"));
+        cloud.clear_calls();
+        let changed = run(&cloud, &volume("v2"), true).await;
+        assert_eq!((changed.reused_steps, changed.bakes.len()), (2, 1));
+        assert_eq!(
+            cloud.calls()[0],
+            format!("bake_volume {} app-v2", images[1].id)
         );
     }
 

@@ -9,6 +9,9 @@
 //! of holding instances (`simulated` keeps records, `process` runs them).
 
 use endstate_wire::{
+    BakeImageRequest, BakeImageResponse, GetBakeOutputRequest, GetBakeOutputResponse,
+};
+use endstate_wire::{
     CreateImageRequest, CreateImageResponse, CreateTagsRequest, CreateTagsResponse,
     DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteTagsRequest, DeleteTagsResponse,
     DeregisterImageRequest, DeregisterImageResponse, DescribeAvailabilityZonesRequest,
@@ -117,6 +120,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         request: &DescribeInstanceUtilizationRequest,
     ) -> Result<DescribeInstanceUtilizationResponse, ApiError> {
         Err(unsupported("DescribeInstanceUtilization", request))
+    }
+
+    /// endstate's extension action, not EC2's: a volume-style bake (see
+    /// `BakeImageRequest`). Only a backend whose images have roots can run
+    /// a script on one.
+    fn bake_image(&self, request: &BakeImageRequest) -> Result<BakeImageResponse, ApiError> {
+        Err(unsupported("BakeImage", request))
+    }
+
+    /// endstate's extension action, not EC2's: a bake's output so far.
+    fn get_bake_output(
+        &self,
+        request: &GetBakeOutputRequest,
+    ) -> Result<GetBakeOutputResponse, ApiError> {
+        Err(unsupported("GetBakeOutput", request))
     }
 }
 

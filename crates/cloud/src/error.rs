@@ -35,6 +35,9 @@ pub enum ApiError {
     /// An image id that names no image.
     #[error("The image id '[{0}]' does not exist")]
     ImageNotFound(String),
+    /// An image that exists but is not `available` (pending, or failed).
+    #[error("The image id '[{0}]' is not available: its state is {1}")]
+    ImageUnavailable(String, String),
     /// An image id not of the form `ami-` and 8 or 17 hex digits.
     #[error("Invalid id: \"{0}\" (expecting \"ami-...\")")]
     ImageIdMalformed(String),
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::InstanceIdMalformed(_) => "InvalidInstanceID.Malformed",
             ApiError::InvalidId(_) => "InvalidID",
             ApiError::ImageNotFound(_) => "InvalidAMIID.NotFound",
+            ApiError::ImageUnavailable(..) => "InvalidAMIID.Unavailable",
             ApiError::ImageIdMalformed(_) => "InvalidAMIID.Malformed",
             ApiError::SnapshotNotFound(_) => "InvalidSnapshot.NotFound",
             ApiError::SnapshotIdMalformed(_) => "InvalidSnapshotID.Malformed",
@@ -124,6 +128,7 @@ impl ApiError {
             | ApiError::InstanceIdMalformed(_)
             | ApiError::InvalidId(_)
             | ApiError::ImageNotFound(_)
+            | ApiError::ImageUnavailable(..)
             | ApiError::ImageIdMalformed(_)
             | ApiError::SnapshotNotFound(_)
             | ApiError::SnapshotIdMalformed(_)

@@ -571,5 +571,15 @@ fn answer(
             response.request_id = id;
             response.to_xml()
         }
+        Ec2Request::BakeImage(r) => {
+            let mut response = backend.bake_image(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
+        Ec2Request::GetBakeOutput(r) => {
+            let mut response = backend.get_bake_output(r)?;
+            response.request_id = id;
+            response.to_xml()
+        }
     })
 }

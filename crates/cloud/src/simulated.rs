@@ -39,6 +39,9 @@ use endstate_wire::{
     TerminateInstancesResponse, UserData,
 };
 use endstate_wire::{
+    BakeImageRequest, BakeImageResponse, GetBakeOutputRequest, GetBakeOutputResponse,
+};
+use endstate_wire::{
     DeleteSnapshotRequest, DeleteSnapshotResponse, DeregisterImageRequest, DeregisterImageResponse,
     GetConsoleOutputRequest, GetConsoleOutputResponse, ModifyInstanceMetadataOptionsRequest,
     ModifyInstanceMetadataOptionsResponse,
@@ -409,8 +412,20 @@ pub(crate) trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     /// answers the new image's layers, top first.
     fn create_image(&self, id: &str, parent_layers: &[String]) -> Result<Vec<String>, ApiError>;
     /// Frees the layers of a deregistered image that nothing uses any more;
-    /// `kept`: the layers of the images that remain.
+    /// `kept`: the layers of the images that remain. A bake still running
+    /// for it is ended.
     fn image_deregistered(&self, gone: &ImageRecord, kept: &BTreeSet<String>);
+    /// Starts a volume-style bake of the pending image `image_id`: runs
+    /// `user_data` on a copy of `parent_layers` and, when it ended, calls
+    /// [`SimulatedBackend::bake_ended`]. Returns at once.
+    fn bake(
+        &self,
+        image_id: &str,
+        parent_layers: &[String],
+        user_data: &[u8],
+    ) -> Result<(), ApiError>;
+    /// The bake's output so far (`None`: nothing yet, or no such bake).
+    fn bake_output(&self, image_id: &str) -> Option<Vec<u8>>;
 }
 
 /// The records a journal kept, to start from again.
@@ -845,6 +860,25 @@ impl World {
         image_ids.sort_unstable();
         image_ids.dedup();
         Ok((seqs, image_ids))
+    }
+
+    /// A new image's name: 3–128 characters, and no image has it yet.
+    fn check_new_image_name(&self, name: &str) -> Result<(), ApiError> {
+        if !(3..=128).contains(&name.chars().count()) {
+            return Err(ApiError::InvalidParameterValue(
+                "AMI names must be between 3 and 128 characters long".to_string(),
+            ));
+        }
+        if self
+            .images
+            .values()
+            .any(|i| i.image.name.as_deref() == Some(name))
+        {
+            return Err(ApiError::InvalidAmiNameDuplicate(format!(
+                "AMI name {name} is already in use by an existing AMI"
+            )));
+        }
+        Ok(())
     }
 
     /// The journal's record of instance `seq`.
@@ -1319,6 +1353,130 @@ impl SimulatedBackend {
         Ok(())
     }
 
+    /// BakeImage (endstate's extension): a `pending` image of
+    /// `source_image_id`'s layers that the runtime's bake fills in. Only a
+    /// backend with a runtime bakes; without one, `UnsupportedOperation`.
+    pub(crate) fn bake_image(
+        &self,
+        request: &BakeImageRequest,
+    ) -> Result<BakeImageResponse, ApiError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(ApiError::UnsupportedOperation(
+                "BakeImage is not supported by this backend".to_string(),
+            ));
+        };
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "BakeImage", false, 0)?;
+        if !is_hex_id(&request.source_image_id, "ami-") {
+            return Err(ApiError::ImageIdMalformed(request.source_image_id.clone()));
+        }
+        let parent = world
+            .images
+            .get(&request.source_image_id)
+            .ok_or_else(|| ApiError::ImageNotFound(request.source_image_id.clone()))?;
+        if parent.image.state != "available" {
+            return Err(ApiError::ImageUnavailable(
+                parent.image.image_id.clone(),
+                parent.image.state.clone(),
+            ));
+        }
+        world.check_new_image_name(&request.name)?;
+        let now = self.clock.now();
+        let parent_layers = parent.layers.clone();
+        let image_id = image_id_for(&format!(
+            "bake/{}/{}/{now:?}",
+            request.source_image_id, request.name
+        ));
+        let image = ImageRecord {
+            image: Image {
+                image_id: image_id.clone(),
+                name: Some(request.name.clone()),
+                state: "pending".to_string(),
+                owner_id: Some(self.config.account_id.clone()),
+                architecture: parent.image.architecture.clone(),
+                root_device_name: Some("/dev/xvda".to_string()),
+                creation_date: Some(iso_time(now)),
+                tags: Vec::new(),
+            },
+            description: request.description.clone(),
+            layers: Vec::new(),
+        };
+        self.journal(&[Change::Image(&image)])?;
+        world.images.insert(image_id.clone(), image);
+        if let Err(e) = runtime.bake(&image_id, &parent_layers, &request.user_data.0) {
+            // Nothing runs: the image never existed.
+            self.journal(&[Change::ImageGone(&image_id)])?;
+            world.images.remove(&image_id);
+            return Err(e);
+        }
+        Ok(BakeImageResponse {
+            request_id: None,
+            image_id,
+        })
+    }
+
+    /// GetBakeOutput (endstate's extension): the output of the image's
+    /// bake, as GetConsoleOutput gives an instance's.
+    pub(crate) fn get_bake_output(
+        &self,
+        request: &GetBakeOutputRequest,
+    ) -> Result<GetBakeOutputResponse, ApiError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        self.admit(world, "GetBakeOutput", false, 0)?;
+        if !is_hex_id(&request.image_id, "ami-") {
+            return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
+        }
+        if !world.images.contains_key(&request.image_id) {
+            return Err(ApiError::ImageNotFound(request.image_id.clone()));
+        }
+        let output = self
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.bake_output(&request.image_id))
+            .and_then(console_tail);
+        Ok(GetBakeOutputResponse {
+            request_id: None,
+            image_id: request.image_id.clone(),
+            timestamp: Some(iso_time(self.clock.now())),
+            output,
+        })
+    }
+
+    /// The runtime's word that the bake of `image_id` ended: the image
+    /// becomes `available` with `layers` (top first), or `failed`. An image
+    /// deregistered meanwhile stays gone; answers whether it was there.
+    pub(crate) fn bake_ended(&self, image_id: &str, layers: Option<Vec<String>>) -> bool {
+        let mut guard = self.lock();
+        let Some(existing) = guard.images.get(image_id) else {
+            return false;
+        };
+        let mut image = existing.clone();
+        match layers {
+            Some(layers) => {
+                image.image.state = "available".to_string();
+                image.layers = layers;
+            }
+            None => image.image.state = "failed".to_string(),
+        }
+        if let Err(e) = self.journal(&[Change::Image(&image)]) {
+            tracing::error!(image = %image_id, error = %e, "bake's end not journaled");
+        }
+        guard.images.insert(image_id.to_string(), image);
+        true
+    }
+
+    /// The images still `pending`: bakes a restart interrupted.
+    pub(crate) fn pending_images(&self) -> Vec<String> {
+        self.lock()
+            .images
+            .values()
+            .filter(|i| i.image.state == "pending")
+            .map(|i| i.image.image_id.clone())
+            .collect()
+    }
+
     /// Throttling, then fault injection, for one call of `action` costing
     /// `resources` instances.
     fn admit(
@@ -1425,8 +1583,15 @@ impl SimulatedBackend {
         if !is_hex_id(&request.image_id, "ami-") {
             return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
         }
-        if !world.images.contains_key(&request.image_id) {
-            return Err(ApiError::ImageNotFound(request.image_id.clone()));
+        match world.images.get(&request.image_id) {
+            None => return Err(ApiError::ImageNotFound(request.image_id.clone())),
+            Some(image) if image.image.state != "available" => {
+                return Err(ApiError::ImageUnavailable(
+                    request.image_id.clone(),
+                    image.image.state.clone(),
+                ))
+            }
+            Some(_) => {}
         }
         if let Some(t) = &request.instance_type {
             if !t.contains('.') || t.starts_with('.') || t.ends_with('.') {
@@ -2241,17 +2406,11 @@ impl Backend for SimulatedBackend {
         let world = &mut *guard;
         self.admit(world, "GetConsoleOutput", false, 0)?;
         Self::one_instance(world, &request.instance_id)?;
-        // EC2 keeps the most recent 64 KiB.
-        const KEEP: usize = 64 * 1024;
         let output = self
             .runtime
             .as_ref()
             .and_then(|rt| rt.console_output(&request.instance_id))
-            .filter(|bytes| !bytes.is_empty())
-            .map(|bytes| {
-                let tail = &bytes[bytes.len().saturating_sub(KEEP)..];
-                UserData(tail.to_vec()).to_base64()
-            });
+            .and_then(console_tail);
         Ok(GetConsoleOutputResponse {
             request_id: None,
             instance_id: request.instance_id.clone(),
@@ -2270,21 +2429,7 @@ impl Backend for SimulatedBackend {
         if !matches!(phase, Phase::Running | Phase::Stopped) {
             return Err(Self::incorrect_state(&record.id, "imaged", phase));
         }
-        if !(3..=128).contains(&request.name.chars().count()) {
-            return Err(ApiError::InvalidParameterValue(
-                "AMI names must be between 3 and 128 characters long".to_string(),
-            ));
-        }
-        if world
-            .images
-            .values()
-            .any(|i| i.image.name.as_deref() == Some(request.name.as_str()))
-        {
-            return Err(ApiError::InvalidAmiNameDuplicate(format!(
-                "AMI name {} is already in use by an existing AMI",
-                request.name
-            )));
-        }
+        world.check_new_image_name(&request.name)?;
         // EC2 tags the image and its snapshots at creation; the built-in
         // cloud's images have no snapshots, so their tags go nowhere.
         if let Some(other) = request
@@ -2436,6 +2581,17 @@ impl Backend for SimulatedBackend {
 }
 
 /// An image id from a seed: `ami-0` and 16 hex digits of its SHA-256.
+/// The output a console or bake action answers: base64 of the most recent
+/// 64 KiB (what EC2 keeps); `None` when nothing was written.
+fn console_tail(bytes: Vec<u8>) -> Option<String> {
+    const KEEP: usize = 64 * 1024;
+    if bytes.is_empty() {
+        return None;
+    }
+    let tail = &bytes[bytes.len().saturating_sub(KEEP)..];
+    Some(UserData(tail.to_vec()).to_base64())
+}
+
 pub(crate) fn image_id_for(seed: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(seed.as_bytes());

@@ -106,6 +106,12 @@ pub struct BakeArgs {
     /// The build instance's security groups (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub security_groups: Vec<String>,
+    /// How to bake, for every recipe (default: each recipe's `builder:`,
+    /// else `instance`): `instance` launches, provisions and images a
+    /// build instance; `volume` runs the steps on a copy of the parent's
+    /// root with no instance (the built-in cloud only).
+    #[arg(long, value_enum)]
+    pub builder: Option<BuilderArg>,
     /// How long the steps of one image may take, in seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
@@ -115,6 +121,13 @@ pub struct BakeArgs {
     /// Print the manifests as JSON (progress goes nowhere).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `endstate bake --builder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuilderArg {
+    Instance,
+    Volume,
 }
 
 #[derive(Debug, Args)]

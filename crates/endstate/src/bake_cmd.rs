@@ -6,7 +6,8 @@
 //!   layered backend (the built-in cloud) from the longest prefix of its
 //!   steps already baked; it writes a manifest per recipe
 //!   (`.endstate/bakes/RECIPE-VERSION.json` next to the spec) and prints
-//!   it with `--json`.
+//!   it with `--json`. Each recipe bakes instance-style, or volume-style
+//!   (`builder: volume` or `--builder volume`, the built-in cloud only).
 //! - `images` shows the lineage, each version with its channels, each
 //!   channel's head, and which groups and instances run which version —
 //!   a group behind its channel's head is drift.
@@ -24,13 +25,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use endstate_bake::builder::Waits;
+use endstate_bake::builder::{Style, Waits};
 use endstate_bake::catalog::Catalog;
 use endstate_bake::ec2::{deregister, list_baked, BuildSettings, Ec2BuildCloud};
 use endstate_bake::recipe::{bake_recipe, short, RecipeBake, RecipeOutcome};
 use endstate_bake::retention::{decide, Decision, Policy};
 use endstate_bake::{Action, Step};
-use endstate_model::recipe::{ChannelRef, FileContent, Parent, Recipe, StepAction};
+use endstate_model::recipe::{
+    Builder as RecipeBuilder, ChannelRef, FileContent, Parent, Recipe, StepAction,
+};
 use endstate_model::{tags, Spec};
 use endstate_provider::ec2::Ec2Client;
 use endstate_provider::images::Images;
@@ -39,7 +42,7 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::args::{BakeArgs, ImagesAction, ImagesArgs};
+use crate::args::{BakeArgs, BuilderArg, ImagesAction, ImagesArgs};
 use crate::commands::load_spec;
 
 /// The manifest of one recipe's bake.
@@ -50,8 +53,9 @@ struct Manifest<'a> {
     image_id: &'a str,
     parent_image: &'a str,
     parent_recipe: Option<&'a str>,
-    /// `instance`: launched, provisioned through user data, imaged.
-    builder: &'static str,
+    /// `instance`: launched, provisioned through user data, imaged;
+    /// `volume`: the steps run on a copy of the parent's root.
+    builder: Style,
     /// The images are layers: one per step, reused by prefix.
     layered: bool,
     existing: bool,
@@ -73,7 +77,8 @@ struct ManifestStep<'a> {
 #[derive(Debug, Serialize)]
 struct ManifestImage {
     image_id: String,
-    build_instance: String,
+    /// None for a volume-style bake.
+    build_instance: Option<String>,
     steps: Vec<String>,
     phases: BTreeMap<String, f64>,
 }
@@ -89,6 +94,7 @@ async fn client(spec: &Spec, spec_file: &Path) -> Result<(Ec2Client, bool)> {
 pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.spec)?;
     let order = bake_order(&spec, &args.recipes, &args.spec.file)?;
+    let styles = styles(&spec, &order, args.builder, &args.spec.file)?;
     let (ec2, layered) = client(&spec, &args.spec.file).await?;
     let zone = match args.zone.clone() {
         Some(zone) => zone,
@@ -147,6 +153,7 @@ pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
             parent_image,
             tags: recipe.tags.clone(),
             channels: recipe.channels.clone(),
+            style: styles[&recipe.name],
         };
         let json = args.json;
         let outcome = bake_recipe(
@@ -177,7 +184,7 @@ pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
             image_id: &outcome.image_id,
             parent_image: &outcome.parent_image,
             parent_recipe,
-            builder: "instance",
+            builder: styles[&recipe.name],
             layered,
             existing: outcome.existing,
             reused_steps: outcome.reused_steps,
@@ -259,6 +266,36 @@ pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
     }
 }
 
+/// How each recipe of `order` bakes: `--builder`, else its `builder:`,
+/// else instance-style. Volume-style needs the built-in cloud: on any
+/// other provider it is refused before anything is called.
+fn styles(
+    spec: &Spec,
+    order: &[&Recipe],
+    flag: Option<BuilderArg>,
+    file: &Path,
+) -> Result<BTreeMap<String, Style>> {
+    let local = matches!(spec.provider, endstate_model::Provider::Local { .. });
+    let mut styles = BTreeMap::new();
+    for recipe in order {
+        let style = match (flag, recipe.builder) {
+            (Some(BuilderArg::Volume), _) | (None, Some(RecipeBuilder::Volume)) => Style::Volume,
+            (Some(BuilderArg::Instance), _) | (None, Some(RecipeBuilder::Instance) | None) => {
+                Style::Instance
+            }
+        };
+        if style == Style::Volume && !local {
+            bail!(
+                "{}: recipe {}: volume-style bakes need the built-in cloud (provider: local); on EC2 a bake is instance-style (builder: instance)",
+                file.display(),
+                recipe.name
+            );
+        }
+        styles.insert(recipe.name.clone(), style);
+    }
+    Ok(styles)
+}
+
 /// The recipes to bake for `wanted` (all when empty), each after its
 /// parents, each once.
 fn bake_order<'a>(spec: &'a Spec, wanted: &[String], file: &Path) -> Result<Vec<&'a Recipe>> {
@@ -331,6 +368,11 @@ fn steps_of(spec: &Spec, recipe: &Recipe, spec_dir: &Path) -> Result<Vec<Step>> 
                             "{}: role {name} uses secrets, and an image is no place for one; deliver them at boot (user data, the agent)",
                             at()
                         );
+                    }
+                    // The version covers the sources as they were loaded:
+                    // a file changed since would bake something else.
+                    for source in recipe.role_sources(name) {
+                        source.read_verified().with_context(at)?;
                     }
                     let role = crate::push::inline_sources(role.clone(), spec_dir)
                         .with_context(at)?;

@@ -29,7 +29,7 @@ pub const STATE_DIR: &str = "/var/lib/endstate/instance";
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the boot and records it in status.json.
-pub(crate) fn boot(runtime: &mut Runtime, user_data: &[u8]) {
+pub(crate) fn boot(runtime: &mut Runtime, user_data: &[u8]) -> i32 {
     runtime.status.status.boot = BootState::Booting;
     runtime.status.status.boot_started = Some(crate::time::now_rfc3339());
     runtime.publish();
@@ -59,6 +59,7 @@ pub(crate) fn boot(runtime: &mut Runtime, user_data: &[u8]) {
         outcome.exit
     ));
     runtime.publish();
+    outcome.exit
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +82,7 @@ impl Outcome {
 
 fn run_plan(runtime: &mut Runtime, plan: &BootPlan) -> Outcome {
     let mut outcome = Outcome::default();
-    let first = runtime.config.boot == BootKind::First;
+    let first = runtime.config.boot != BootKind::Again;
     if first {
         for event in &plan.events {
             runtime.console.event(&event.to_string());

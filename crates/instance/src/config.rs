@@ -153,6 +153,11 @@ pub enum BootKind {
     First,
     /// Start after stop, reboot, re-adoption: `bootcmd` only.
     Again,
+    /// A volume bake: all of the user data runs, as on a first boot, and
+    /// then the runtime ends with the boot's exit status (0 when every
+    /// step succeeded) instead of supervising services. Nothing is started
+    /// from `/etc/endstate/services`.
+    Once,
 }
 
 impl InitConfig {

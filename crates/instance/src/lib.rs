@@ -314,12 +314,27 @@ fn run(
         messages,
         stop_requested: false,
     };
-    boot::boot(&mut runtime, &handles.user_data);
-    supervisor::supervise(&mut runtime);
+    let exit = boot::boot(&mut runtime, &handles.user_data);
+    let once = runtime.config.boot == BootKind::Once;
+    if !once {
+        supervisor::supervise(&mut runtime);
+    }
     if runtime.launcher.credentials.is_none() {
         // Without a PID namespace, orphans of the instance (a step's children,
         // a service's children) would outlive it: end its process group.
         sweep_process_group(&runtime);
+    }
+    if once {
+        runtime
+            .console
+            .event(&format!("boot once: ended with exit status {exit}"));
+        // An exit status is a byte; a failure must not wrap to success.
+        let code = if exit == 0 {
+            0
+        } else {
+            u8::try_from(exit).unwrap_or(1).max(1)
+        };
+        return Ok(ExitCode::from(code));
     }
     runtime.console.event("instance stopped");
     Ok(ExitCode::SUCCESS)

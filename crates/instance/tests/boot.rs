@@ -685,3 +685,42 @@ fn sigterm_during_boot_stops_the_step_and_the_instance() {
         "processes of the instance's group left: {left:?}"
     );
 }
+
+#[test]
+fn boot_once_runs_the_user_data_starts_no_service_and_exits_with_its_status() {
+    assert_root();
+    for (script, expected) in [("exit 0", 0), ("echo failing; exit 6", 6)] {
+        let temp = tempfile::tempdir().unwrap();
+        let (root, dir, mut config) = none_config(temp.path(), "ami-0000000000000once");
+        config.boot = BootKind::Once;
+        std::fs::write(
+            dir.join("user-data"),
+            format!(
+                "#cloud-config\nwrite_files:\n  - path: /etc/endstate/services/web.json\n    content: '{{\"command\": [\"sleep\", \"300\"]}}'\n  - path: /srv/baked\n    content: baked\nruncmd:\n  - {script}\n"
+            ),
+        )
+        .unwrap();
+        let mut instance = Instance::start(&dir, &config);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let exit = loop {
+            if let Some(exit) = instance.top.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "{}", instance.console());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let console = instance.console();
+        assert_eq!(exit.code(), Some(expected), "{console}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("srv/baked")).unwrap(),
+            "baked"
+        );
+        let status = Status::read(&dir.join("status.json")).unwrap();
+        assert!(status.services.is_empty(), "no service starts: {status:?}");
+        assert_eq!(status.user_data_exit, Some(expected));
+        assert!(
+            console.contains(&format!("boot once: ended with exit status {expected}")),
+            "{console}"
+        );
+    }
+}

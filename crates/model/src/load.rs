@@ -127,6 +127,7 @@ fn run<T>(
         load_balancer_users: BTreeMap::new(),
         role_names: Vec::new(),
         roles: None,
+        role_source_at: BTreeMap::new(),
         recipe_channels: BTreeMap::new(),
     };
     let options = LoaderOptions::default()
@@ -520,6 +521,10 @@ struct Loader<'s> {
     role_names: Vec<String>,
     /// The roles, once every one of them loaded and validated together.
     roles: Option<BTreeMap<String, Role>>,
+    /// Where each role's resources wrote `source:`, in resource order
+    /// (`None` for a resource without one), so that a role step's
+    /// unreadable source is reported where it was written.
+    role_source_at: BTreeMap<String, Vec<Option<Pos>>>,
     /// Every name under `recipes:`, valid or not, with its channels when
     /// the recipe loaded (a bad recipe is reported there, not again where
     /// a group names it).

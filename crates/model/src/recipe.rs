@@ -13,6 +13,11 @@
 //! every prefix. A step's name is a label, not content: renaming a step
 //! leaves the version as it was.
 //!
+//! A role step's hash covers the role as the spec holds it and the
+//! SHA-256 of each of its `source:` files, which the loader read
+//! ([`Recipe::role_sources()`]), so that editing such a file is a new
+//! version.
+//!
 //! It neither parses the spec (the loader does, with positions, in
 //! `load::recipe_section`) nor bakes (the bake engine, later, uses these
 //! types), and it holds no secret values: a role step names a role whose
@@ -64,6 +69,16 @@ pub struct Recipe {
     /// Which of its images to keep.
     #[serde(default)]
     pub keep: Retention,
+    /// The `source:` files of the roles its role steps apply, read and
+    /// hashed when the spec was loaded: role name → one [`SourceFile`] per
+    /// file or template resource of the role that has a `source`, in
+    /// resource order ([`SourceFile::written`] is that `source`). A role
+    /// without such resources has no entry. The role steps' hashes cover
+    /// them, so that editing a role's source file is a new version; a bake
+    /// reads them with [`SourceFile::read_verified`]. Absent in JSON
+    /// written before role sources were read, and left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_sources: BTreeMap<String, Vec<SourceFile>>,
 }
 
 /// What a recipe starts from.
@@ -122,9 +137,10 @@ pub enum FileContent {
     Source(SourceFile),
 }
 
-/// A file step's `source:`, as it was when the spec was loaded. The bake
-/// engine reads it with [`SourceFile::read_verified`], so that what it
-/// bakes is what the version names.
+/// A file step's `source:`, or a role resource's that a role step applies
+/// ([`Recipe::role_sources()`]), as it was when the spec was loaded. The
+/// bake engine reads it with [`SourceFile::read_verified`], so that what
+/// it bakes is what the version names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceFile {
     /// As the spec wrote it (relative to the spec's directory, or absolute).
@@ -356,6 +372,18 @@ impl Spec {
         self.recipes.get(name)
     }
 
+    /// The source files of `role`'s file and template resources, in
+    /// resource order, as the loader read them for the recipes whose steps
+    /// apply it (see [`Recipe::role_sources()`]). Empty for a role without
+    /// sources, and for one no recipe step names: the loader reads only
+    /// the sources a bake needs.
+    pub fn role_sources(&self, role: &str) -> &[SourceFile] {
+        self.recipes
+            .values()
+            .find_map(|recipe| recipe.role_sources.get(role))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// The lineage of recipe `name`, from the recipe baked from an image
     /// down to `name` itself: the order in which to bake them.
     pub fn lineage(&self, name: &str) -> Result<Vec<&Recipe>, LineageError> {
@@ -378,15 +406,26 @@ impl Recipe {
     /// The SHA-256 (hex) of each step's canonical content, in step order:
     /// a file's path, mode and the SHA-256 of its bytes (inline or read
     /// from its source: the same bytes hash the same); a shell step's
-    /// interpreter and script; a role step's name and the role as `spec`
-    /// holds it — its secrets as placeholders, never values. A role the
-    /// spec does not declare (impossible in a loaded spec) hashes as
-    /// undeclared.
+    /// interpreter and script; a role step's name, the role as `spec`
+    /// holds it — its secrets as placeholders, never values — and then
+    /// each of the role's source files ([`Self::role_sources()`]) as its
+    /// `source` as written and the SHA-256 of its bytes, so that editing a
+    /// source file is a new version and rewriting the same bytes is not.
+    /// A role without source files hashes as it did before they were
+    /// read. A role the spec does not declare (impossible in a loaded
+    /// spec) hashes as undeclared.
     pub fn step_hashes(&self, spec: &Spec) -> Vec<String> {
         self.steps
             .iter()
-            .map(|step| step_hash(&step.action, spec))
+            .map(|step| step_hash(&step.action, spec, self))
             .collect()
+    }
+
+    /// The source files of `role` as the loader read them for this
+    /// recipe's role steps, in resource order; empty for a role without
+    /// sources or one no step of this recipe applies.
+    pub fn role_sources(&self, role: &str) -> &[SourceFile] {
+        self.role_sources.get(role).map_or(&[], Vec::as_slice)
     }
 
     /// This recipe's version: its parent's version (recursively, for a
@@ -460,8 +499,8 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The hash of one step's canonical content: a kind tag, then named
 /// fields, each as its length and bytes, so that no two different steps
-/// encode the same.
-fn step_hash(action: &StepAction, spec: &Spec) -> String {
+/// encode the same. `recipe` is the step's, for its role sources.
+fn step_hash(action: &StepAction, spec: &Spec, recipe: &Recipe) -> String {
     let mut canonical = Canonical(Sha256::new());
     match action {
         StepAction::File(file) => {
@@ -491,6 +530,14 @@ fn step_hash(action: &StepAction, spec: &Spec) -> String {
                 .and_then(|role| serde_json::to_vec(role).ok())
                 .unwrap_or_else(|| b"undeclared".to_vec());
             canonical.field("definition", &definition);
+            // The path as written, not the absolute one: the same spec
+            // and files checked out elsewhere are the same version. No
+            // fields at all for a role without sources, so that its hash
+            // is the one it had before sources were read.
+            for source in recipe.role_sources(name) {
+                canonical.field("source", source.written.as_bytes());
+                canonical.field("source_sha256", source.sha256.as_bytes());
+            }
         }
     }
     hex::encode(canonical.0.finalize())

@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+pub use endstate_wire::{BakeImageRequest, UserData};
+use endstate_wire::{BakeImageResponse, GetBakeOutputRequest, GetBakeOutputResponse};
 use endstate_wire::{
     DeleteSnapshotRequest, DeleteSnapshotResponse, DeregisterImageRequest, DeregisterImageResponse,
     DescribeImagesRequest, DescribeImagesResponse, GetConsoleOutputRequest,
@@ -163,6 +165,17 @@ pub trait Images: Send + Sync {
     /// DeleteSnapshot. EC2 refuses (`InvalidSnapshot.InUse`) while a
     /// registered image uses the snapshot: deregister first.
     async fn delete_snapshot(&self, id: &str) -> Result<(), ProviderError>;
+
+    /// BakeImage, endstate's extension action (the built-in cloud's
+    /// process backend; EC2 answers `InvalidAction`): a volume-style bake
+    /// of `request.user_data` on a copy of the source image's root.
+    /// Returns the new image's id; it is `pending` until the script ended,
+    /// then `available` or `failed`.
+    async fn bake_image(&self, request: &BakeImageRequest) -> Result<String, ProviderError>;
+
+    /// GetBakeOutput, endstate's extension action: the output of a
+    /// [`Images::bake_image`] so far, as text (invalid UTF-8 replaced).
+    async fn bake_output(&self, image_id: &str) -> Result<String, ProviderError>;
 }
 
 /// The wire request for a provider-level [`CreateImageRequest`]: a tag
@@ -328,6 +341,26 @@ impl Images for Ec2Client {
         };
         let _: DeleteSnapshotResponse = self.call(Operation::DeleteSnapshot, &request).await?;
         Ok(())
+    }
+
+    async fn bake_image(&self, request: &BakeImageRequest) -> Result<String, ProviderError> {
+        let response: BakeImageResponse = self.call(Operation::BakeImage, request).await?;
+        Ok(response.image_id)
+    }
+
+    async fn bake_output(&self, image_id: &str) -> Result<String, ProviderError> {
+        let operation = Operation::GetBakeOutput;
+        let request = GetBakeOutputRequest {
+            image_id: image_id.to_string(),
+        };
+        let response: GetBakeOutputResponse = self.call(operation, &request).await?;
+        let bytes = response
+            .decoded_output()
+            .map_err(|e| ProviderError::Decode {
+                operation,
+                message: e.to_string(),
+            })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 

@@ -156,6 +156,10 @@ pub enum Operation {
     DeleteSnapshot,
     /// endstate's extension action (not EC2's); a non-mutating describe.
     DescribeInstanceUtilization,
+    /// endstate's extension actions (not EC2's): a volume-style bake on
+    /// the built-in cloud, and its output.
+    BakeImage,
+    GetBakeOutput,
     /// An Elastic Load Balancing v2 action, by name (its own API, with its
     /// own limits; see [`elbv2`]).
     Elbv2(&'static str),
@@ -179,6 +183,8 @@ impl Operation {
             Operation::DeregisterImage => "DeregisterImage",
             Operation::DeleteSnapshot => "DeleteSnapshot",
             Operation::DescribeInstanceUtilization => "DescribeInstanceUtilization",
+            Operation::BakeImage => "BakeImage",
+            Operation::GetBakeOutput => "GetBakeOutput",
             Operation::Elbv2(action) => action,
         }
     }

@@ -23,21 +23,22 @@ pub use elbv2::{Elbv2Action, Elbv2ErrorResponse, Elbv2Request};
 pub use error::{ErrorDetail, ErrorResponse, WireError};
 pub use form::Params;
 pub use requests::{
-    BlockDeviceMapping, CreateImageRequest, CreateTagsRequest, DeleteSnapshotRequest, DeleteTag,
-    DeleteTagsRequest, DeregisterImageRequest, DescribeAvailabilityZonesRequest,
-    DescribeImagesRequest, DescribeInstanceStatusRequest, DescribeInstanceUtilizationRequest,
-    DescribeInstancesRequest, EbsBlockDevice, Ec2Request, Filter, GetConsoleOutputRequest,
-    InstanceMetadataOptions, ModifyInstanceMetadataOptionsRequest, RebootInstancesRequest, Request,
-    RunInstancesRequest, StartInstancesRequest, StopInstancesRequest, Tag, TagSpecification,
-    TerminateInstancesRequest, UserData, API_VERSION,
+    BakeImageRequest, BlockDeviceMapping, CreateImageRequest, CreateTagsRequest,
+    DeleteSnapshotRequest, DeleteTag, DeleteTagsRequest, DeregisterImageRequest,
+    DescribeAvailabilityZonesRequest, DescribeImagesRequest, DescribeInstanceStatusRequest,
+    DescribeInstanceUtilizationRequest, DescribeInstancesRequest, EbsBlockDevice, Ec2Request,
+    Filter, GetBakeOutputRequest, GetConsoleOutputRequest, InstanceMetadataOptions,
+    ModifyInstanceMetadataOptionsRequest, RebootInstancesRequest, Request, RunInstancesRequest,
+    StartInstancesRequest, StopInstancesRequest, Tag, TagSpecification, TerminateInstancesRequest,
+    UserData, API_VERSION,
 };
 pub use responses::{
-    AvailabilityZone, CreateImageResponse, CreateTagsResponse, DeleteSnapshotResponse,
-    DeleteTagsResponse, DeregisterImageResponse, DescribeAvailabilityZonesResponse,
-    DescribeImagesResponse, DescribeInstanceStatusResponse, DescribeInstanceUtilizationResponse,
-    DescribeInstancesResponse, GetConsoleOutputResponse, Image, ImageBlockDevice, Instance,
-    InstanceStateChange, InstanceStateInfo, InstanceStatus, InstanceUtilization,
-    ModifyInstanceMetadataOptionsResponse, RebootInstancesResponse, Reservation, Response,
-    RunInstancesResponse, StartInstancesResponse, StopInstancesResponse,
-    TerminateInstancesResponse,
+    AvailabilityZone, BakeImageResponse, CreateImageResponse, CreateTagsResponse,
+    DeleteSnapshotResponse, DeleteTagsResponse, DeregisterImageResponse,
+    DescribeAvailabilityZonesResponse, DescribeImagesResponse, DescribeInstanceStatusResponse,
+    DescribeInstanceUtilizationResponse, DescribeInstancesResponse, GetBakeOutputResponse,
+    GetConsoleOutputResponse, Image, ImageBlockDevice, Instance, InstanceStateChange,
+    InstanceStateInfo, InstanceStatus, InstanceUtilization, ModifyInstanceMetadataOptionsResponse,
+    RebootInstancesResponse, Reservation, Response, RunInstancesResponse, StartInstancesResponse,
+    StopInstancesResponse, TerminateInstancesResponse,
 };

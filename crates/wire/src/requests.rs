@@ -271,6 +271,36 @@ pub struct DescribeInstanceUtilizationRequest {
     pub instance_ids: Vec<String>,
 }
 
+/// BakeImage: **an endstate extension, not an EC2 action.** A
+/// volume-style bake, as Aminator does it: the built-in cloud's process
+/// backend runs `user_data` (as a first boot would, with no services)
+/// against a copy of `source_image_id`'s root, without booting an
+/// instance, and registers what it changed as a new image on top of the
+/// source's. The answer comes at once with the image `pending`; it turns
+/// `available` when the script succeeded and `failed` when it did not
+/// (the image stays until DeregisterImage, as a failed EC2 image does).
+/// [`GetBakeOutputRequest`] reads the script's output meanwhile. EC2 and
+/// the simulated backend answer `InvalidAction` or `UnsupportedOperation`:
+/// there, bakes are instance-style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeImageRequest {
+    pub source_image_id: String,
+    /// 3–128 characters, unique among the cloud's images, as CreateImage's.
+    pub name: String,
+    pub description: Option<String>,
+    /// What runs, in any format a first boot accepts (a `#!` script, a
+    /// `#cloud-config`, MIME multipart), base64 on the wire.
+    pub user_data: UserData,
+}
+
+/// GetBakeOutput: **an endstate extension, not an EC2 action.** The
+/// output so far of a [`BakeImageRequest`]'s script, as GetConsoleOutput
+/// gives an instance's: base64 of at most the last 64 KiB.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GetBakeOutputRequest {
+    pub image_id: String,
+}
+
 /// `impl Request` for an action whose only parameter is its list of
 /// instance ids (`InstanceId.N`).
 macro_rules! instance_ids_request {
@@ -353,6 +383,10 @@ pub enum Ec2Request {
     ModifyInstanceMetadataOptions(ModifyInstanceMetadataOptionsRequest),
     /// endstate's extension (not EC2's): see the request type.
     DescribeInstanceUtilization(DescribeInstanceUtilizationRequest),
+    /// endstate's extension (not EC2's): see the request type.
+    BakeImage(BakeImageRequest),
+    /// endstate's extension (not EC2's): see the request type.
+    GetBakeOutput(GetBakeOutputRequest),
 }
 
 impl Ec2Request {
@@ -412,6 +446,12 @@ impl Ec2Request {
             DescribeInstanceUtilizationRequest::ACTION => Ec2Request::DescribeInstanceUtilization(
                 DescribeInstanceUtilizationRequest::from_params(params)?,
             ),
+            BakeImageRequest::ACTION => {
+                Ec2Request::BakeImage(BakeImageRequest::from_params(params)?)
+            }
+            GetBakeOutputRequest::ACTION => {
+                Ec2Request::GetBakeOutput(GetBakeOutputRequest::from_params(params)?)
+            }
             other => return Err(WireError::InvalidAction(other.to_string())),
         })
     }
@@ -445,6 +485,8 @@ impl Ec2Request {
             Ec2Request::DescribeInstanceUtilization(_) => {
                 DescribeInstanceUtilizationRequest::ACTION
             }
+            Ec2Request::BakeImage(_) => BakeImageRequest::ACTION,
+            Ec2Request::GetBakeOutput(_) => GetBakeOutputRequest::ACTION,
         }
     }
 
@@ -468,6 +510,8 @@ impl Ec2Request {
             Ec2Request::DeleteSnapshot(r) => r.to_params(),
             Ec2Request::ModifyInstanceMetadataOptions(r) => r.to_params(),
             Ec2Request::DescribeInstanceUtilization(r) => r.to_params(),
+            Ec2Request::BakeImage(r) => r.to_params(),
+            Ec2Request::GetBakeOutput(r) => r.to_params(),
         }
     }
 }
@@ -926,6 +970,43 @@ impl Request for CreateImageRequest {
     }
 }
 
+impl Request for BakeImageRequest {
+    const ACTION: &'static str = "BakeImage";
+    const PARAMETERS: &'static [&'static str] =
+        &["SourceImageId", "Name", "Description", "UserData"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert("SourceImageId", self.source_image_id.as_str());
+        p.insert("Name", self.name.as_str());
+        p.insert_opt("Description", self.description.as_deref());
+        p.insert("UserData", self.user_data.to_base64());
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            source_image_id: p.require("SourceImageId")?.to_string(),
+            name: p.require("Name")?.to_string(),
+            description: owned(p.get("Description")),
+            user_data: UserData::from_base64(p.require("UserData")?)?,
+        })
+    }
+}
+
+impl Request for GetBakeOutputRequest {
+    const ACTION: &'static str = "GetBakeOutput";
+    const PARAMETERS: &'static [&'static str] = &["ImageId"];
+
+    fn write_params(&self, p: &mut Params) {
+        p.insert("ImageId", self.image_id.as_str());
+    }
+
+    fn read_params(p: &Params) -> Result<Self, WireError> {
+        Ok(Self {
+            image_id: p.require("ImageId")?.to_string(),
+        })
+    }
+}
+
 impl Request for DeregisterImageRequest {
     const ACTION: &'static str = "DeregisterImage";
     const PARAMETERS: &'static [&'static str] = &["ImageId"];
@@ -1289,6 +1370,32 @@ mod tests {
             Ec2Request::from_form("Action=DeleteSnapshot&Version=2016-11-15").unwrap_err(),
             WireError::MissingParameter("SnapshotId".into())
         );
+    }
+
+    #[test]
+    fn bake_requests_roundtrip_and_dispatch() {
+        let p = roundtrip(BakeImageRequest {
+            source_image_id: "ami-0123456789abcdef0".into(),
+            name: "web-1a2b".into(),
+            description: Some("baked".into()),
+            user_data: UserData(b"#!/bin/sh\necho hi\n".to_vec()),
+        });
+        assert_eq!(p.get("Action"), Some("BakeImage"));
+        assert_eq!(p.get("UserData"), Some("IyEvYmluL3NoCmVjaG8gaGkK"));
+        let request = Ec2Request::from_params(&p).unwrap();
+        assert_eq!(request.action(), "BakeImage");
+        assert_eq!(request.to_params(), p);
+        let missing =
+            Params::from_form("Action=BakeImage&Version=2016-11-15&SourceImageId=ami-1&Name=web")
+                .unwrap();
+        let error = Ec2Request::from_params(&missing).unwrap_err().to_string();
+        assert!(error.contains("UserData"), "{error}");
+        let p = roundtrip(GetBakeOutputRequest {
+            image_id: "ami-1".into(),
+        });
+        let request = Ec2Request::from_params(&p).unwrap();
+        assert_eq!(request.action(), "GetBakeOutput");
+        assert_eq!(request.to_params(), p);
     }
 
     #[test]

@@ -819,16 +819,68 @@ impl GetConsoleOutputResponse {
     /// The console bytes, decoded from base64 (line breaks tolerated);
     /// empty when the instance has written nothing yet.
     pub fn decoded_output(&self) -> Result<Vec<u8>, WireError> {
-        let Some(output) = &self.output else {
-            return Ok(Vec::new());
-        };
-        let compact: String = output
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|e| WireError::Xml(format!("<output> of GetConsoleOutput is not base64: {e}")))
+        decode_output(self.output.as_deref(), Self::ROOT)
+    }
+}
+
+/// An `<output>` element's bytes: base64 with line breaks tolerated;
+/// empty when there is none.
+fn decode_output(output: Option<&str>, root: &str) -> Result<Vec<u8>, WireError> {
+    let Some(output) = output else {
+        return Ok(Vec::new());
+    };
+    let compact: String = output
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| WireError::Xml(format!("<output> of {root} is not base64: {e}")))
+}
+
+/// GetBakeOutput's answer (endstate's extension, not EC2's; see
+/// `GetBakeOutputRequest`): a bake's output as GetConsoleOutput gives an
+/// instance's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GetBakeOutputResponse {
+    pub request_id: Option<String>,
+    pub image_id: String,
+    /// When the output was last updated (ISO 8601).
+    pub timestamp: Option<String>,
+    /// Base64 of at most the last 64 KiB; `None` when nothing was written yet.
+    pub output: Option<String>,
+}
+
+impl GetBakeOutputResponse {
+    /// The output bytes, decoded from base64; empty when there is none yet.
+    pub fn decoded_output(&self) -> Result<Vec<u8>, WireError> {
+        decode_output(self.output.as_deref(), Self::ROOT)
+    }
+}
+
+impl Response for GetBakeOutputResponse {
+    const ROOT: &'static str = "GetBakeOutputResponse";
+
+    fn to_xml(&self) -> String {
+        let mut w = XmlWriter::document();
+        w.open_root(Self::ROOT);
+        write_request_id(&mut w, &self.request_id);
+        w.leaf("imageId", &self.image_id);
+        w.leaf_opt("timestamp", self.timestamp.as_deref());
+        w.leaf_opt("output", self.output.as_deref());
+        w.close(Self::ROOT);
+        w.finish()
+    }
+
+    fn from_xml(text: &str) -> Result<Self, WireError> {
+        let doc = xml::parse(text)?;
+        let root = xml::root(&doc, Self::ROOT)?;
+        Ok(Self {
+            request_id: read_request_id(root),
+            image_id: xml::required_text(root, "imageId")?,
+            timestamp: xml::text_nonempty(root, "timestamp"),
+            output: xml::text_nonempty(root, "output"),
+        })
     }
 }
 
@@ -932,34 +984,51 @@ impl Response for DescribeInstanceUtilizationResponse {
     }
 }
 
-/// CreateImage's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CreateImageResponse {
-    pub request_id: Option<String>,
-    pub image_id: String,
+/// `pub struct $name { request_id, image_id }` and its `Response`: an
+/// action whose answer is the id of the image it made.
+macro_rules! image_id_response {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            pub request_id: Option<String>,
+            pub image_id: String,
+        }
+
+        impl Response for $name {
+            const ROOT: &'static str = stringify!($name);
+
+            fn to_xml(&self) -> String {
+                let mut w = XmlWriter::document();
+                w.open_root(Self::ROOT);
+                write_request_id(&mut w, &self.request_id);
+                w.leaf("imageId", &self.image_id);
+                w.close(Self::ROOT);
+                w.finish()
+            }
+
+            fn from_xml(text: &str) -> Result<Self, WireError> {
+                let doc = xml::parse(text)?;
+                let root = xml::root(&doc, Self::ROOT)?;
+                Ok(Self {
+                    request_id: read_request_id(root),
+                    image_id: xml::required_text(root, "imageId")?,
+                })
+            }
+        }
+    };
 }
 
-impl Response for CreateImageResponse {
-    const ROOT: &'static str = "CreateImageResponse";
+image_id_response!(
+    /// CreateImage's answer.
+    CreateImageResponse
+);
 
-    fn to_xml(&self) -> String {
-        let mut w = XmlWriter::document();
-        w.open_root(Self::ROOT);
-        write_request_id(&mut w, &self.request_id);
-        w.leaf("imageId", &self.image_id);
-        w.close(Self::ROOT);
-        w.finish()
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        let doc = xml::parse(text)?;
-        let root = xml::root(&doc, Self::ROOT)?;
-        Ok(Self {
-            request_id: read_request_id(root),
-            image_id: xml::required_text(root, "imageId")?,
-        })
-    }
-}
+image_id_response!(
+    /// BakeImage's answer (endstate's extension, not EC2's): the new
+    /// image, `pending` until the bake's script ended.
+    BakeImageResponse
+);
 
 return_response!(
     /// DeregisterImage's answer.
@@ -1153,6 +1222,19 @@ mod tests {
             request_id: Some("r".into()),
             image_id: "ami-1".into(),
         });
+        let xml = roundtrip(BakeImageResponse {
+            request_id: Some("r".into()),
+            image_id: "ami-2".into(),
+        });
+        assert!(xml.contains("<BakeImageResponse"), "{xml}");
+        let bake = roundtrip(GetBakeOutputResponse {
+            request_id: Some("r".into()),
+            image_id: "ami-2".into(),
+            timestamp: Some("2026-11-28T07:00:00.000Z".into()),
+            output: Some("aGVsbG8g\nd29ybGQK".into()),
+        });
+        let bake = GetBakeOutputResponse::from_xml(&bake).unwrap();
+        assert_eq!(bake.decoded_output().unwrap(), b"hello world\n");
         roundtrip(DeregisterImageResponse {
             request_id: Some("r".into()),
         });

@@ -5,13 +5,17 @@
 //! build instance launched, provisioned through user data, stopped and
 //! imaged; the process backend's images are layers, so each step is an
 //! image of its own and the incremental bake (only the app step changed)
-//! bakes one image. Volume-style baking is not built yet.
+//! bakes one image. Volume-style (`--builder volume`): the same steps run
+//! on a copy of the parent image's root with no instance (the cloud's
+//! BakeImage), each step a layer too.
 //!
 //! The lineage: base (a file step and a shell step), runtime (a role step:
 //! a directory and a file through the configuration engine), app (a shell
-//! step). K rounds (default 3), each on a fresh cloud; the figures are the
-//! wall time of each `endstate bake` command, and the full bake's seconds
-//! per phase summed over its images (from the manifests).
+//! step). K rounds (default 3); each round bakes both ways, one after the
+//! other, each on a fresh cloud, so that the two columns are measured side
+//! by side. The figures are the wall time of each `endstate bake` command,
+//! and the full bake's seconds per phase summed over its images (from the
+//! manifests).
 //!
 //! ```text
 //! cargo build --release -p endstate -p endstate-bench
@@ -61,13 +65,15 @@ groups: {{}}
     )
 }
 
-/// Runs `endstate bake --json`; its wall time and answer.
-fn bake(project: &Project) -> Result<(Duration, Value)> {
+/// Runs `endstate bake --json --builder BUILDER`; its wall time and answer.
+fn bake(project: &Project, builder: &str) -> Result<(Duration, Value)> {
     let started = Instant::now();
     let output = project
         .command(&[
             "bake",
             "--json",
+            "--builder",
+            builder,
             "--poll-interval",
             "0.2",
             "--timeout",
@@ -101,27 +107,25 @@ fn images_made(answer: &Value) -> usize {
         .unwrap_or(0)
 }
 
-fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .map(|k| k.parse())
-        .transpose()
-        .context("K is a number of rounds")?
-        .unwrap_or(3);
-    if !nix::unistd::geteuid().is_root() {
-        bail!("run as root: the process backend's instances need namespaces");
-    }
-    let mut full = Vec::new();
-    let mut noop = Vec::new();
-    let mut incremental = Vec::new();
-    let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut counts = (0, 0, 0);
-    for round in 1..=rounds {
+/// One builder's figures over the rounds.
+#[derive(Default)]
+struct Column {
+    full: Vec<Duration>,
+    noop: Vec<Duration>,
+    incremental: Vec<Duration>,
+    phases: BTreeMap<String, Vec<f64>>,
+    counts: (usize, usize, usize),
+}
+
+impl Column {
+    /// One round: a full bake on a fresh cloud, again (no-op), then with
+    /// only the app step changed.
+    fn round(&mut self, builder: &str) -> Result<()> {
         let project = Project::new()?;
         project.write_spec(&spec("v1"))?;
-        let (took, answer) = bake(&project)?;
-        full.push(took);
-        counts.0 = images_made(&answer);
+        let (took, answer) = bake(&project, builder)?;
+        self.full.push(took);
+        self.counts.0 = images_made(&answer);
         let mut round_phases: BTreeMap<String, f64> = BTreeMap::new();
         for recipe in answer["recipes"].as_array().into_iter().flatten() {
             for image in recipe["images"].as_array().into_iter().flatten() {
@@ -132,62 +136,118 @@ fn main() -> Result<()> {
             }
         }
         for (phase, seconds) in round_phases {
-            phases.entry(phase).or_default().push(seconds);
+            self.phases.entry(phase).or_default().push(seconds);
         }
-
-        let (took, answer) = bake(&project)?;
-        noop.push(took);
-        counts.1 = images_made(&answer);
-
+        let (took, answer) = bake(&project, builder)?;
+        self.noop.push(took);
+        self.counts.1 = images_made(&answer);
         project.write_spec(&spec("v2"))?;
-        let (took, answer) = bake(&project)?;
-        incremental.push(took);
-        counts.2 = images_made(&answer);
+        let (took, answer) = bake(&project, builder)?;
+        self.incremental.push(took);
+        self.counts.2 = images_made(&answer);
         eprintln!(
-            "round {round}: full {:.2} s, no-op {:.2} s, incremental {:.2} s",
-            full[round - 1].as_secs_f64(),
-            noop[round - 1].as_secs_f64(),
-            incremental[round - 1].as_secs_f64()
+            "{builder}: full {:.2} s, no-op {:.2} s, incremental {:.2} s",
+            took_s(&self.full),
+            took_s(&self.noop),
+            took_s(&self.incremental)
         );
+        Ok(())
     }
-    let (full_ms, noop_ms, incremental_ms) = (
-        median_ms(&mut full),
-        median_ms(&mut noop),
-        median_ms(&mut incremental),
-    );
-    println!("bake, instance-style, process backend, median of {rounds}:");
-    println!(
-        "  full bake (4 images):        {full_ms:>8.0} ms ({} images made)",
-        counts.0
-    );
-    println!(
-        "  no-op bake:                  {noop_ms:>8.0} ms ({} images made)",
-        counts.1
-    );
-    println!(
-        "  incremental (app step only): {incremental_ms:>8.0} ms ({} images made)",
-        counts.2
-    );
-    let mut phase_medians = BTreeMap::new();
-    for (phase, mut values) in phases {
-        values.sort_by(f64::total_cmp);
-        let median = values[values.len() / 2];
+
+    /// Medians in ms: full, no-op, incremental; and each phase's.
+    fn medians(&mut self) -> ([f64; 3], BTreeMap<String, f64>) {
+        let walls = [
+            median_ms(&mut self.full),
+            median_ms(&mut self.noop),
+            median_ms(&mut self.incremental),
+        ];
+        let phases = self
+            .phases
+            .iter_mut()
+            .map(|(phase, values)| {
+                values.sort_by(f64::total_cmp);
+                (phase.clone(), (values[values.len() / 2] * 1000.0).round())
+            })
+            .collect();
+        (walls, phases)
+    }
+}
+
+/// The last figure's seconds.
+fn took_s(values: &[Duration]) -> f64 {
+    values.last().map_or(0.0, Duration::as_secs_f64)
+}
+
+fn main() -> Result<()> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|k| k.parse())
+        .transpose()
+        .context("K is a number of rounds")?
+        .unwrap_or(3);
+    if !nix::unistd::geteuid().is_root() {
+        bail!("run as root: the process backend's instances need namespaces");
+    }
+    let builders = ["instance", "volume"];
+    let mut columns: Vec<Column> = builders.iter().map(|_| Column::default()).collect();
+    for round in 1..=rounds {
+        eprintln!("round {round}");
+        for (builder, column) in builders.iter().zip(&mut columns) {
+            column.round(builder)?;
+        }
+    }
+    let figures: Vec<([f64; 3], BTreeMap<String, f64>)> =
+        columns.iter_mut().map(Column::medians).collect();
+    println!("bake, process backend, median of {rounds} (ms):");
+    println!("  {:<30} {:>10} {:>10}", "", builders[0], builders[1]);
+    for (row, label) in [
+        "full bake (4 images)",
+        "no-op bake",
+        "incremental (app step only)",
+    ]
+    .iter()
+    .enumerate()
+    {
         println!(
-            "  full bake, {phase:<10} {:>8.0} ms (summed over its images)",
-            median * 1000.0
+            "  {label:<30} {:>10.0} {:>10.0}",
+            figures[0].0[row], figures[1].0[row]
         );
-        phase_medians.insert(phase, (median * 1000.0).round());
     }
+    for (builder, column) in builders.iter().zip(&columns) {
+        println!(
+            "  images made by {builder}: full {}, no-op {}, incremental {}",
+            column.counts.0, column.counts.1, column.counts.2
+        );
+    }
+    for (builder, (_, phases)) in builders.iter().zip(&figures) {
+        let text: Vec<String> = phases
+            .iter()
+            .map(|(p, ms)| format!("{p} {ms:.0}"))
+            .collect();
+        println!(
+            "  full bake by phase, {builder} (summed over its images): {}",
+            text.join(", ")
+        );
+    }
+    let json: BTreeMap<&str, Value> = builders
+        .iter()
+        .zip(columns.iter().zip(&figures))
+        .map(|(builder, (column, (walls, phases)))| {
+            (
+                *builder,
+                serde_json::json!({
+                    "full_ms": walls[0].round(),
+                    "noop_ms": walls[1].round(),
+                    "incremental_ms": walls[2].round(),
+                    "images": { "full": column.counts.0, "noop": column.counts.1, "incremental": column.counts.2 },
+                    "full_phases_ms": phases,
+                }),
+            )
+        })
+        .collect();
     println!(
         "{}",
-        serde_json::json!({
-            "rounds": rounds,
-            "full_ms": full_ms.round(),
-            "noop_ms": noop_ms.round(),
-            "incremental_ms": incremental_ms.round(),
-            "images": { "full": counts.0, "noop": counts.1, "incremental": counts.2 },
-            "full_phases_ms": phase_medians,
-        })
+        serde_json::json!({ "rounds": rounds, "builders": json })
     );
     Ok(())
 }

@@ -31,6 +31,9 @@ use std::time::Duration;
 use endstate_clock::{SharedClock, SystemClock};
 use endstate_imds::Signer;
 use endstate_wire::{
+    BakeImageRequest, BakeImageResponse, GetBakeOutputRequest, GetBakeOutputResponse,
+};
+use endstate_wire::{
     CreateImageRequest, CreateImageResponse, CreateTagsRequest, CreateTagsResponse,
     DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteTagsRequest, DeleteTagsResponse,
     DeregisterImageRequest, DeregisterImageResponse, DescribeAvailabilityZonesRequest,
@@ -513,6 +516,15 @@ impl Backend for ProcessBackend {
         r: &ModifyInstanceMetadataOptionsRequest,
     ) -> Result<ModifyInstanceMetadataOptionsResponse, ApiError> {
         self.core.modify_instance_metadata_options(r)
+    }
+    /// A volume-style bake: the runtime runs the script in a copy of the
+    /// source image's root (`instance-init` with `boot: once`) and the
+    /// upper directory becomes the image's new layer.
+    fn bake_image(&self, r: &BakeImageRequest) -> Result<BakeImageResponse, ApiError> {
+        self.core.bake_image(r)
+    }
+    fn get_bake_output(&self, r: &GetBakeOutputRequest) -> Result<GetBakeOutputResponse, ApiError> {
+        self.core.get_bake_output(r)
     }
     /// From the runtime's CPU samples (one per status interval): instances
     /// without a sample yet, or without processes (stopped, terminated),

@@ -45,6 +45,8 @@ use crate::error::ApiError;
 use crate::simulated::{ImageRecord, LaunchInfo, Phase, Runtime, SimulatedBackend};
 use crate::store::Store;
 
+mod bake;
+
 /// The first uid handed to instances; slot `n` runs as `UID_BASE + n`.
 pub const UID_BASE: u32 = 2_000_000;
 
@@ -130,6 +132,12 @@ pub(crate) struct ProcessRuntime {
     live: Mutex<HashMap<String, Live>>,
     prober: Mutex<Option<JoinHandle<()>>>,
     cpu: Mutex<CpuAccounts>,
+    /// Volume-style bakes running, by image id.
+    bakes: Mutex<HashMap<String, bake::RunningBake>>,
+    /// Held by each probe round: the prober's and a test's `probe_now`
+    /// would otherwise interleave, one moving an instance to running and
+    /// the other recording its status before that event.
+    probing: Mutex<()>,
 }
 
 impl Drop for ProcessRuntime {
@@ -176,6 +184,8 @@ impl ProcessRuntime {
             live: Mutex::new(HashMap::new()),
             prober: Mutex::new(None),
             cpu: Mutex::new(CpuAccounts::new(procfs::clock_ticks_per_second())),
+            bakes: Mutex::new(HashMap::new()),
+            probing: Mutex::new(()),
         });
         let _ = runtime.me.set(Arc::downgrade(&runtime));
         runtime
@@ -234,17 +244,17 @@ impl ProcessRuntime {
 
     // ---- making an instance ----
 
-    /// Creates the instance's directory and root (first launch only).
+    /// Creates the directory `dir` of an instance (first launch only) or a
+    /// bake, and its root, for `uid`.
     fn prepare(
         &self,
-        id: &str,
-        slot: u32,
+        dir: &Path,
+        uid: u32,
         layers: &[String],
         user_data: Option<&[u8]>,
     ) -> io::Result<()> {
-        let dir = self.instance_dir(id);
-        fs::create_dir_all(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
         for sub in ["upper", "work", "root"] {
             fs::create_dir_all(dir.join(sub))?;
         }
@@ -254,7 +264,6 @@ impl ProcessRuntime {
                 copy_tree(&self.layers.path(layer), &dir.join("root"))?;
             }
         } else if self.settings.isolation == Isolation::Namespaces {
-            let uid = UID_BASE + slot;
             // The instance runtime chowns the merged tree; the upper
             // directory must be writable by the instance from the start.
             std::os::unix::fs::chown(dir.join("upper"), Some(uid), Some(uid))?;
@@ -263,10 +272,17 @@ impl ProcessRuntime {
         Ok(())
     }
 
-    fn init_config(&self, id: &str, slot: u32, layers: &[String], boot: BootKind) -> InitConfig {
-        let dir = self.instance_dir(id);
-        let address = slot_address(slot);
-        let uid = UID_BASE + slot;
+    /// `init.json` of an instance (`address`: its slot's) or of a bake
+    /// (no address: no metadata service, hostname `bake`).
+    fn init_config(
+        &self,
+        id: &str,
+        dir: &Path,
+        uid: u32,
+        address: Option<Ipv4Addr>,
+        layers: &[String],
+        boot: BootKind,
+    ) -> InitConfig {
         let (isolation, root) = match self.settings.isolation {
             Isolation::Namespaces | Isolation::Userns => (
                 if self.settings.isolation == Isolation::Namespaces {
@@ -285,11 +301,23 @@ impl ProcessRuntime {
                 RootSource::Copied(dir.join("root")),
             ),
         };
-        let endpoint = format!("http://{address}:{}/", self.settings.imds_port);
+        let mut env: std::collections::BTreeMap<String, String> = [
+            ("AWS_REGION", self.settings.region.clone()),
+            ("AWS_DEFAULT_REGION", self.settings.region.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(address) = address {
+            env.insert(
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_string(),
+                format!("http://{address}:{}/", self.settings.imds_port),
+            );
+        }
         InitConfig {
             instance_id: id.to_string(),
-            hostname: hostname(address),
-            address: address.to_string(),
+            hostname: address.map_or_else(|| "bake".to_string(), hostname),
+            address: address.unwrap_or(Ipv4Addr::LOCALHOST).to_string(),
             uid,
             gid: uid,
             isolation,
@@ -311,14 +339,7 @@ impl ProcessRuntime {
                 as_bytes: None,
                 core: Some(0),
             },
-            env: [
-                ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint),
-                ("AWS_REGION", self.settings.region.clone()),
-                ("AWS_DEFAULT_REGION", self.settings.region.clone()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+            env,
             user_data: dir.join("user-data"),
             control_socket: dir.join("supervisor.sock"),
             status_file: dir.join("status.json"),
@@ -334,37 +355,23 @@ impl ProcessRuntime {
             (l.slot, l.layers.clone())
         };
         let dir = self.instance_dir(id);
-        self.init_config(id, slot, &layers, boot)
-            .write(&dir)
-            .map_err(|e| format!("writing init.json: {e}"))?;
+        self.init_config(
+            id,
+            &dir,
+            UID_BASE + slot,
+            Some(slot_address(slot)),
+            &layers,
+            boot,
+        )
+        .write(&dir)
+        .map_err(|e| format!("writing init.json: {e}"))?;
         match fs::remove_file(dir.join("status.json")) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(format!("removing the old status.json: {e}"))
             }
             _ => {}
         }
-        let console = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("console.log"))
-            .map_err(|e| format!("opening console.log: {e}"))?;
-        let console2 = console
-            .try_clone()
-            .map_err(|e| format!("opening console.log: {e}"))?;
-        let (program, args) = self
-            .settings
-            .init_command
-            .split_first()
-            .ok_or("the init command is empty")?;
-        let child = Command::new(program)
-            .args(args)
-            .arg(&dir)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(console)
-            .stderr(console2)
-            .spawn()
-            .map_err(|e| format!("spawning {}: {e}", program.to_string_lossy()))?;
+        let child = self.spawn_init(&dir)?;
         let pid = child.id();
         let start = procfs::start_time(pid).unwrap_or(0);
         if let Err(e) = self.store.set_process(id, Some((pid, start))) {
@@ -378,9 +385,37 @@ impl ProcessRuntime {
         let boot = match boot {
             BootKind::First => "first",
             BootKind::Again => "again",
+            BootKind::Once => "once",
         };
         self.event(id, "spawned", &format!("pid {pid}, boot {boot}"));
         Ok(())
+    }
+
+    /// Spawns the init command on `dir` in a process group of its own,
+    /// its output appended to `dir/console.log`.
+    fn spawn_init(&self, dir: &Path) -> Result<Child, String> {
+        let console = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("console.log"))
+            .map_err(|e| format!("opening console.log: {e}"))?;
+        let console2 = console
+            .try_clone()
+            .map_err(|e| format!("opening console.log: {e}"))?;
+        let (program, args) = self
+            .settings
+            .init_command
+            .split_first()
+            .ok_or("the init command is empty")?;
+        Command::new(program)
+            .args(args)
+            .arg(dir)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(console2)
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", program.to_string_lossy()))
     }
 
     fn start_listener(&self, id: &str, address: Ipv4Addr) -> Result<Listener, String> {
@@ -482,7 +517,7 @@ impl ProcessRuntime {
             },
         );
         let made = self
-            .prepare(id, slot, layers, user_data)
+            .prepare(&self.instance_dir(id), UID_BASE + slot, layers, user_data)
             .map_err(|e| format!("preparing the instance directory: {e}"))
             .and_then(|()| match claimed.into_inner() {
                 Some(socket) => self.serve_metadata(id, socket),
@@ -631,13 +666,20 @@ impl ProcessRuntime {
         self.event(&id, "terminated", "");
     }
 
-    /// Removes layers no image and no live instance uses.
-    fn collect_layers(&self, image_layers: &BTreeSet<String>) {
-        let in_use: BTreeSet<String> = self
+    /// The layers live instances and running bakes use.
+    fn layers_in_use(&self) -> BTreeSet<String> {
+        let mut in_use: BTreeSet<String> = self
             .lock()
             .values()
             .flat_map(|l| l.layers.iter().cloned())
             .collect();
+        in_use.extend(self.bake_layers());
+        in_use
+    }
+
+    /// Removes layers no image, no live instance and no bake uses.
+    fn collect_layers(&self, image_layers: &BTreeSet<String>) {
+        let in_use = self.layers_in_use();
         if let Ok(all) = self.layers.list() {
             for layer in all {
                 if !image_layers.contains(&layer) && !in_use.contains(&layer) {
@@ -728,6 +770,7 @@ impl ProcessRuntime {
 
     /// One probe of every live instance.
     pub(crate) fn probe_all(&self) {
+        let _round = self.probing.lock().unwrap_or_else(|p| p.into_inner());
         let Some(core) = self.core() else {
             return;
         };
@@ -871,6 +914,7 @@ impl ProcessRuntime {
                 core.relaunch(id);
             }
         }
+        self.restore_bakes(&core.pending_images());
         self.collect_layers(&core.image_layer_set());
         Ok(())
     }
@@ -964,37 +1008,13 @@ impl Runtime for ProcessRuntime {
     }
 
     fn create_image(&self, id: &str, parent_layers: &[String]) -> Result<Vec<String>, ApiError> {
-        let dir = self.instance_dir(id);
-        match self.settings.isolation {
-            // A copied root holds the whole tree: the new layer is all of
-            // it, on nothing.
-            Isolation::None => {
-                let layer = self
-                    .layers
-                    .add_copy(&dir.join("root"))
-                    .map_err(|e| ApiError::Internal(format!("snapshotting {id}: {e}")))?;
-                Ok(vec![layer])
-            }
-            // The upper directory is what the instance changed; the work
-            // directory is overlayfs's own and is not copied.
-            Isolation::Namespaces | Isolation::Userns => {
-                let layer = self
-                    .layers
-                    .add_copy(&dir.join("upper"))
-                    .map_err(|e| ApiError::Internal(format!("snapshotting {id}: {e}")))?;
-                let mut layers = vec![layer];
-                layers.extend(parent_layers.iter().cloned());
-                Ok(layers)
-            }
-        }
+        self.snapshot(&self.instance_dir(id), parent_layers)
+            .map_err(|e| ApiError::Internal(format!("snapshotting {id}: {e}")))
     }
 
     fn image_deregistered(&self, gone: &ImageRecord, kept: &BTreeSet<String>) {
-        let in_use: BTreeSet<String> = self
-            .lock()
-            .values()
-            .flat_map(|l| l.layers.iter().cloned())
-            .collect();
+        self.forget_bake(&gone.image.image_id);
+        let in_use = self.layers_in_use();
         for layer in &gone.layers {
             if kept.contains(layer) {
                 continue;
@@ -1003,12 +1023,44 @@ impl Runtime for ProcessRuntime {
                 tracing::info!(
                     %layer,
                     image = %gone.image.image_id,
-                    "layer kept: a live instance still uses it; it goes with the last one"
+                    "layer kept: a live instance or a bake still uses it; it goes with the last one"
                 );
                 continue;
             }
             if let Err(e) = self.layers.remove(layer) {
                 tracing::warn!(%layer, error = %e, "layer not removed");
+            }
+        }
+    }
+
+    fn bake(
+        &self,
+        image_id: &str,
+        parent_layers: &[String],
+        user_data: &[u8],
+    ) -> Result<(), ApiError> {
+        self.start_bake(image_id, parent_layers, user_data)
+    }
+
+    fn bake_output(&self, image_id: &str) -> Option<Vec<u8>> {
+        self.read_bake_output(image_id)
+    }
+}
+
+impl ProcessRuntime {
+    /// The layers of an image of the root in `dir` (an instance's or a
+    /// bake's) made from `parent_layers`, top first.
+    fn snapshot(&self, dir: &Path, parent_layers: &[String]) -> io::Result<Vec<String>> {
+        match self.settings.isolation {
+            // A copied root holds the whole tree: the new layer is all of
+            // it, on nothing.
+            Isolation::None => Ok(vec![self.layers.add_copy(&dir.join("root"))?]),
+            // The upper directory is what changed; the work directory is
+            // overlayfs's own and is not copied.
+            Isolation::Namespaces | Isolation::Userns => {
+                let mut layers = vec![self.layers.add_copy(&dir.join("upper"))?];
+                layers.extend(parent_layers.iter().cloned());
+                Ok(layers)
             }
         }
     }

@@ -2,7 +2,9 @@
 //! instances run by a stand-in init command (a shell script that writes
 //! `status.json` as the instance runtime does, prints a boot line, leaves a
 //! child behind and sleeps), so that these tests do not depend on
-//! `crates/instance`.
+//! `crates/instance`. Volume-style bakes run under a stand-in too: it runs
+//! the bake's user data against the bake's copied root and exits with its
+//! status, as `boot: once` does.
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
@@ -32,12 +34,19 @@ sleep 100000 &
 exec sleep 100000
 "#;
 
-/// Kills every process of the instances `dir` records when a test ends,
-/// passed or failed: tests leave nothing running.
+/// Kills every process of the instances `dir` records, and of the bakes
+/// whose `process` file is still there, when a test ends, passed or
+/// failed: tests leave nothing running.
 struct Cleanup(PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if let Ok(bakes) = fs::read_dir(self.0.join("bakes")) {
+            for bake in bakes.flatten() {
+                let tree = procfs::instance_tree(bake_process(&bake.path()));
+                procfs::signal_all(&tree, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         let Ok(store) = Store::open(&self.0.join("cloud.db")) else {
             return;
         };
@@ -786,4 +795,492 @@ async fn utilization_of_an_instance_in_its_own_pid_namespace() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     terminate_all(&backend).await;
+}
+
+// ---- volume-style bakes ----
+
+/// The stand-in init for bakes and instances. A bake (`boot: once` in its
+/// `init.json`) reports a boot, runs its user data with `$ROOT` naming its
+/// copied root and exits with the user data's status; an instance reports
+/// a finished boot and sleeps.
+const BAKING_INIT: &str = r#"
+dir="$1"
+printf '{"pid":%d,"boot":"booting","services":[],"updated":"now"}' $$ > "$dir/status.json.tmp"
+mv "$dir/status.json.tmp" "$dir/status.json"
+if grep -q '"boot": "once"' "$dir/init.json"; then
+  echo "fake bake in $dir"
+  ROOT="$dir/root" sh "$dir/user-data" </dev/null
+  exit $?
+fi
+printf '{"pid":%d,"boot":"finished","services":[],"updated":"now"}' $$ > "$dir/status.json.tmp"
+mv "$dir/status.json.tmp" "$dir/status.json"
+exec sleep 100000
+"#;
+
+fn baking_config(dir: &Path, port: u16) -> ProcessConfig {
+    let mut config = config(dir, port);
+    config.init_command = vec!["sh".into(), "-c".into(), BAKING_INIT.into(), "sh".into()];
+    config
+}
+
+/// User data that waits (20 s at most, then fails) until the file
+/// `release` exists, so that a test sees its bake pending for as long as
+/// it needs, then runs `then`.
+fn gated(release: &Path, then: &str) -> String {
+    format!(
+        "#!/bin/sh\necho waiting\ni=0\nwhile [ ! -e '{}' ]; do\n  i=$((i+1)); [ $i -gt 400 ] && exit 9\n  sleep 0.05\ndone\n{then}",
+        release.display()
+    )
+}
+
+fn bake_request(source: &str, name: &str, user_data: &str) -> BakeImageRequest {
+    BakeImageRequest {
+        source_image_id: source.to_string(),
+        name: name.to_string(),
+        description: Some("a test bake".to_string()),
+        user_data: UserData(user_data.as_bytes().to_vec()),
+    }
+}
+
+/// The image's state, or `None` when DescribeImages does not list it.
+fn image_state(backend: &ProcessBackend, id: &str) -> Option<String> {
+    backend
+        .describe_images(&DescribeImagesRequest::default())
+        .unwrap()
+        .images
+        .into_iter()
+        .find(|i| i.image_id == id)
+        .map(|i| i.state)
+}
+
+async fn wait_for_image(backend: &ProcessBackend, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = image_state(backend, id);
+        if now.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: {now:?}, waiting for {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GetBakeOutput's output, decoded (empty when there is none).
+fn bake_output(backend: &ProcessBackend, id: &str) -> String {
+    let answer = backend
+        .get_bake_output(&GetBakeOutputRequest {
+            image_id: id.to_string(),
+        })
+        .unwrap();
+    assert_eq!(answer.image_id, id);
+    String::from_utf8(answer.decoded_output().unwrap()).unwrap()
+}
+
+async fn wait_for_output(backend: &ProcessBackend, id: &str, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = bake_output(backend, id);
+        if output.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: no line {line:?} in {output:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bake's top process (`PID START`) its directory's `process` file
+/// names.
+fn bake_process(bake_dir: &Path) -> Option<(u32, u64)> {
+    let text = fs::read_to_string(bake_dir.join("process")).ok()?;
+    let mut fields = text.split_whitespace();
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// Waits until none of `pids` runs (a zombie waiting for its reaper counts
+/// as gone: it runs nothing).
+async fn wait_until_gone(pids: &BTreeSet<u32>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| procfs::parse_stat(&s).is_some_and(|st| !st.is_dead()))
+            })
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {running:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn file_names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn layer_count(backend: &ProcessBackend) -> usize {
+    fs::read_dir(backend.dir().join("layers")).unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bake_that_succeeds_makes_an_available_image_without_an_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let backend = ProcessBackend::open(baking_config(dir.path(), 21_175)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let layers_before = layer_count(&backend);
+    let release = dir.path().join("release");
+    let script = gated(
+        &release,
+        "echo 'baked by the test' > \"$ROOT/srv/baked\"\necho step one\necho step two\n",
+    );
+
+    // The answer comes while the script still waits: the image is pending.
+    let started = Instant::now();
+    let image = backend
+        .bake_image(&bake_request(&base, "baked-web", &script))
+        .unwrap()
+        .image_id;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "BakeImage took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(image_state(&backend, &image).as_deref(), Some("pending"));
+    let bake_dir = backend.dir().join("bakes").join(&image);
+    let init: serde_json::Value =
+        serde_json::from_slice(&fs::read(bake_dir.join("init.json")).unwrap()).unwrap();
+    assert_eq!(init["boot"], "once");
+    assert_eq!(init["hostname"], "bake");
+    assert!(
+        init["env"]["AWS_EC2_METADATA_SERVICE_ENDPOINT"].is_null(),
+        "a bake has no metadata service: {init}"
+    );
+    wait_for_output(&backend, &image, "waiting").await;
+    assert_eq!(image_state(&backend, &image).as_deref(), Some("pending"));
+    assert!(ids(&backend).is_empty(), "a bake is no instance");
+    let err = backend.run_instances(&run(&image, 1, "early")).unwrap_err();
+    assert_eq!(err.code(), "InvalidAMIID.Unavailable", "{err}");
+
+    fs::write(&release, "").unwrap();
+    wait_for_image(&backend, &image, "available").await;
+    let output = bake_output(&backend, &image);
+    let lines: Vec<&str> = output.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.starts_with("fake bake in ")),
+        "{output}"
+    );
+    assert!(
+        lines.ends_with(&["waiting", "step one", "step two"]),
+        "{output}"
+    );
+    // What is left of the bake is its output.
+    assert_eq!(
+        file_names(&bake_dir),
+        BTreeSet::from(["console.log".to_string()])
+    );
+    assert_eq!(layer_count(&backend), layers_before + 1, "one new layer");
+    let described = backend
+        .describe_images(&DescribeImagesRequest {
+            image_ids: vec![image.clone()],
+            ..Default::default()
+        })
+        .unwrap()
+        .images;
+    assert_eq!(described[0].name.as_deref(), Some("baked-web"));
+
+    // An instance of the image has what the script wrote, on the base.
+    let instance = backend
+        .run_instances(&run(&image, 1, "from-bake"))
+        .unwrap()
+        .reservation
+        .instances[0]
+        .instance_id
+        .clone();
+    wait_for(&backend, &instance, ("running", "ok")).await;
+    let root = backend.instance_dir(&instance).join("root");
+    assert_eq!(
+        fs::read_to_string(root.join("srv/baked")).unwrap(),
+        "baked by the test\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "localhost\n"
+    );
+    assert_eq!(
+        ids(&backend),
+        [(instance.clone(), "running".to_string())],
+        "only the instance launched from the image"
+    );
+    terminate_all(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bake_that_fails_leaves_a_failed_image_until_it_is_deregistered() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let backend = ProcessBackend::open(baking_config(dir.path(), 21_176)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let layers_before = layer_count(&backend);
+    let image = backend
+        .bake_image(&bake_request(
+            &base,
+            "broken-bake",
+            "#!/bin/sh\necho 'installing'\necho 'no such package' >&2\nexit 3\n",
+        ))
+        .unwrap()
+        .image_id;
+    wait_for_image(&backend, &image, "failed").await;
+    assert_eq!(
+        layer_count(&backend),
+        layers_before,
+        "no layer of a failed bake"
+    );
+    let err = backend.run_instances(&run(&image, 1, "tok")).unwrap_err();
+    assert_eq!(err.code(), "InvalidAMIID.Unavailable", "{err}");
+    assert!(err.to_string().contains("failed"), "{err}");
+    let output = bake_output(&backend, &image);
+    assert!(output.contains("installing\n"), "{output}");
+    assert!(output.contains("no such package\n"), "stderr too: {output}");
+    let bake_dir = backend.dir().join("bakes").join(&image);
+    assert_eq!(
+        file_names(&bake_dir),
+        BTreeSet::from(["console.log".to_string()])
+    );
+    assert!(ids(&backend).is_empty());
+
+    backend
+        .deregister_image(&DeregisterImageRequest {
+            image_id: image.clone(),
+        })
+        .unwrap();
+    assert_eq!(image_state(&backend, &image), None);
+    assert!(!bake_dir.exists(), "its output goes with it");
+    let err = backend
+        .get_bake_output(&GetBakeOutputRequest {
+            image_id: image.clone(),
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidAMIID.NotFound", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bake_image_refuses_what_it_cannot_bake() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let backend = ProcessBackend::open(baking_config(dir.path(), 21_177)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let code = |request: &BakeImageRequest| backend.bake_image(request).unwrap_err().code();
+    let script = "#!/bin/sh\nexit 0\n";
+
+    assert_eq!(
+        code(&bake_request(
+            "ami-0123456789abcdef0",
+            "from-nothing",
+            script
+        )),
+        "InvalidAMIID.NotFound"
+    );
+    assert_eq!(
+        code(&bake_request("ami-nothex", "from-nothing", script)),
+        "InvalidAMIID.Malformed"
+    );
+    assert_eq!(
+        code(&bake_request(&base, "ab", script)),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        code(&bake_request(&base, BASE_IMAGE_NAME, script)),
+        "InvalidAMIName.Duplicate"
+    );
+
+    // A pending image is no source, and its name is taken.
+    let release = dir.path().join("release");
+    let pending = backend
+        .bake_image(&bake_request(&base, "still-baking", &gated(&release, "")))
+        .unwrap()
+        .image_id;
+    assert_eq!(image_state(&backend, &pending).as_deref(), Some("pending"));
+    assert_eq!(
+        code(&bake_request(&pending, "on-a-pending-one", script)),
+        "InvalidAMIID.Unavailable"
+    );
+    assert_eq!(
+        code(&bake_request(&base, "still-baking", script)),
+        "InvalidAMIName.Duplicate"
+    );
+    let err = backend
+        .get_bake_output(&GetBakeOutputRequest {
+            image_id: "ami-0123456789abcdef0".to_string(),
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidAMIID.NotFound", "{err}");
+    // None of the refused requests left an image or a bake behind.
+    let images: BTreeSet<String> = backend
+        .describe_images(&DescribeImagesRequest::default())
+        .unwrap()
+        .images
+        .into_iter()
+        .map(|i| i.image_id)
+        .collect();
+    assert_eq!(images, BTreeSet::from([base.clone(), pending.clone()]));
+    assert_eq!(
+        file_names(&backend.dir().join("bakes")),
+        BTreeSet::from([pending.clone()])
+    );
+    fs::write(&release, "").unwrap();
+    wait_for_image(&backend, &pending, "available").await;
+
+    // Without a runtime there is no root to bake in.
+    let clock = Arc::new(endstate_clock::ManualClock::new(Duration::from_secs(
+        1_795_780_800,
+    )));
+    let simulated = SimulatedBackend::new(SimulatedConfig::new("us-east-1"), clock);
+    let source = simulated.config().images[0].image_id.clone();
+    let request = bake_request(&source, "simulated-bake", script);
+    assert_eq!(
+        simulated.bake_image(&request).unwrap_err().code(),
+        "UnsupportedOperation"
+    );
+    let as_served: &dyn Backend = &simulated;
+    assert_eq!(
+        as_served.bake_image(&request).unwrap_err().code(),
+        "UnsupportedOperation"
+    );
+    assert_eq!(
+        as_served
+            .get_bake_output(&GetBakeOutputRequest { image_id: source })
+            .unwrap_err()
+            .code(),
+        "UnsupportedOperation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistering_a_pending_bake_kills_it_and_keeps_no_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let backend = ProcessBackend::open(baking_config(dir.path(), 21_178)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let layers_before = layer_count(&backend);
+    let image = backend
+        .bake_image(&bake_request(
+            &base,
+            "never-done",
+            "#!/bin/sh\necho started\nsleep 30\necho 'not killed' > \"$ROOT/srv/late\"\n",
+        ))
+        .unwrap()
+        .image_id;
+    wait_for_output(&backend, &image, "started").await;
+    let bake_dir = backend.dir().join("bakes").join(&image);
+    let top = bake_process(&bake_dir).unwrap();
+    let tree = procfs::instance_tree(Some(top));
+    assert!(
+        tree.contains(&top.0) && tree.len() >= 3,
+        "the init, the user data's shell and its sleep: {tree:?}"
+    );
+
+    backend
+        .deregister_image(&DeregisterImageRequest {
+            image_id: image.clone(),
+        })
+        .unwrap();
+    assert_eq!(image_state(&backend, &image), None);
+    wait_until_gone(&tree).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bake_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still there: {:?}",
+            bake_dir.display(),
+            file_names(&bake_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(layer_count(&backend), layers_before, "no layer was added");
+    assert!(ids(&backend).is_empty());
+    // The name is free again.
+    let again = backend
+        .bake_image(&bake_request(&base, "never-done", "#!/bin/sh\nexit 0\n"))
+        .unwrap()
+        .image_id;
+    wait_for_image(&backend, &again, "available").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bake_running_when_the_cloud_restarts_is_failed_and_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let port = 21_179;
+    let backend = ProcessBackend::open(baking_config(dir.path(), port)).unwrap();
+    let base = backend.base_image_id().to_string();
+    let image = backend
+        .bake_image(&bake_request(
+            &base,
+            "cut-short",
+            "#!/bin/sh\necho started\nsleep 60\n",
+        ))
+        .unwrap()
+        .image_id;
+    wait_for_output(&backend, &image, "started").await;
+    let bake_dir = backend.dir().join("bakes").join(&image);
+    let top = bake_process(&bake_dir).unwrap();
+    let tree = procfs::instance_tree(Some(top));
+    assert!(tree.len() >= 3, "{tree:?}");
+
+    // As if the cloud died: nothing ends the bake before it starts again.
+    drop(backend);
+    assert!(procfs::alive(top.0, top.1), "the bake outlives its cloud");
+    let backend = ProcessBackend::open(baking_config(dir.path(), port)).unwrap();
+    assert_eq!(image_state(&backend, &image).as_deref(), Some("failed"));
+    wait_until_gone(&tree).await;
+    // The old cloud's waiter sees its bake die too; the output must stay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let output = bake_output(&backend, &image);
+    assert!(
+        output.starts_with("fake bake in "),
+        "{output:?}; {} exists: {}",
+        bake_dir.display(),
+        bake_dir.exists()
+    );
+    assert_eq!(
+        output.lines().last(),
+        Some("endstate cloud: the cloud restarted during the bake; the bake was ended"),
+        "{output}"
+    );
+    assert_eq!(
+        file_names(&bake_dir),
+        BTreeSet::from(["console.log".to_string()])
+    );
+    let err = backend.run_instances(&run(&image, 1, "tok")).unwrap_err();
+    assert_eq!(err.code(), "InvalidAMIID.Unavailable", "{err}");
+
+    // Failed for good: another restart changes nothing.
+    drop(backend);
+    let backend = ProcessBackend::open(baking_config(dir.path(), port)).unwrap();
+    assert_eq!(image_state(&backend, &image).as_deref(), Some("failed"));
+    assert_eq!(
+        bake_output(&backend, &image)
+            .matches("the cloud restarted")
+            .count(),
+        1
+    );
+    backend
+        .deregister_image(&DeregisterImageRequest { image_id: image })
+        .unwrap();
+    assert!(!bake_dir.exists());
 }

@@ -11,7 +11,11 @@
 //!   removes it with its layer once nothing uses it;
 //! - a failing step fails the bake naming the step with its output, and
 //!   leaves no image holding it and no build instance (the steps before it
-//!   stay baked, as the prefix the next bake starts from).
+//!   stay baked, as the prefix the next bake starts from);
+//! - the same lineage bakes volume-style (`--builder volume`): no instance
+//!   at all, the same files in an instance of the head, a no-op again, one
+//!   layer for a changed step, and a failing step named with its output,
+//!   its failed image deregistered and its bake's root removed.
 //!
 //! Bounded: every wait has a deadline.
 
@@ -75,6 +79,11 @@ const BROKEN: &str = r#"  broken:
 
 /// `endstate bake --json` for `recipes`; its JSON and whether it passed.
 fn bake(project: &Project, recipes: &[&str]) -> (bool, Value, String) {
+    bake_with(project, recipes, &[])
+}
+
+/// [`bake`] with more arguments.
+fn bake_with(project: &Project, recipes: &[&str], extra: &[&str]) -> (bool, Value, String) {
     let mut args = vec![
         "bake",
         "--json",
@@ -83,6 +92,7 @@ fn bake(project: &Project, recipes: &[&str]) -> (bool, Value, String) {
         "--timeout",
         "120",
     ];
+    args.extend_from_slice(extra);
     args.extend_from_slice(recipes);
     let output = project.command(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -373,6 +383,152 @@ async fn a_failing_step_is_named_with_its_output_and_leaves_nothing_behind() {
             .all(|(_, s)| s == "terminated" || s == "shutting-down"),
         "{builders:?}"
     );
+}
+
+/// Every instance the cloud knows, in any state.
+fn all_instances(project: &Project) -> Vec<Value> {
+    let answer = project.aws(&["ec2", "describe-instances"]);
+    answer["Reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().unwrap().iter().cloned())
+        .collect()
+}
+
+/// What the running instance of group `web` wrote from the baked files.
+async fn seen_by_the_group(project: &Project, image: &str) -> String {
+    wait_for(
+        "the group's instance ran its user data",
+        Duration::from_secs(60),
+        project,
+        async || {
+            let instances = project.aws(&[
+                "ec2",
+                "describe-instances",
+                "--filters",
+                "Name=tag:endstate:group,Values=web",
+                "Name=instance-state-name,Values=running",
+            ]);
+            let id = instances["Reservations"][0]["Instances"][0]["InstanceId"].as_str()?;
+            let launched = instances["Reservations"][0]["Instances"][0]["ImageId"].as_str()?;
+            assert_eq!(launched, image);
+            std::fs::read_to_string(
+                project
+                    .cloud_dir
+                    .path()
+                    .join("instances")
+                    .join(id)
+                    .join("upper/srv/seen.txt"),
+            )
+            .ok()
+            .filter(|t| t.lines().count() == 4)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lineage_bakes_volume_style_with_no_instance_and_rebuilds_only_what_changed() {
+    let _one = ONE_CLOUD_AT_A_TIME.lock().await;
+    let project = Project::new();
+    project.write_spec(&spec("v1", BROKEN));
+    let volume = ["--builder", "volume"];
+
+    let (ok, first, stderr) = bake_with(&project, &["app"], &volume);
+    assert!(ok, "{first}\n{stderr}");
+    for name in ["base", "runtime", "app"] {
+        let manifest = recipe(&first, name);
+        assert_eq!(manifest["existing"], false, "{first}");
+        assert_eq!(manifest["builder"], "volume", "{first}");
+        for image in manifest["images"].as_array().unwrap() {
+            assert_eq!(image["build_instance"], Value::Null, "{first}");
+            assert!(image["phases"]["provision"].as_f64().is_some(), "{first}");
+        }
+    }
+    assert_eq!(baked_images(&project).len(), 4);
+    assert!(
+        all_instances(&project).is_empty(),
+        "a volume-style bake boots nothing"
+    );
+    let runtime_image = recipe(&first, "runtime")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app_v1 = recipe(&first, "app")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An instance of app@stable has every step's files, the role's too.
+    project.ok(&["apply", "--json"]);
+    assert_eq!(
+        seen_by_the_group(&project, &app_v1).await,
+        "base\ntools\nruntime=1\nv1\n"
+    );
+
+    // Again: nothing to bake, whichever the builder.
+    let images_before = baked_images(&project);
+    let (ok, again, stderr) = bake_with(&project, &["app"], &volume);
+    assert!(ok, "{again}\n{stderr}");
+    for name in ["base", "runtime", "app"] {
+        assert_eq!(recipe(&again, name)["existing"], true, "{again}");
+    }
+    assert_eq!(baked_images(&project), images_before);
+
+    // Only the app step changes: one layer, on runtime's image.
+    project.write_spec(&spec("v2", BROKEN));
+    let layers_before = layers(&project);
+    let (ok, changed, stderr) = bake_with(&project, &["app"], &volume);
+    assert!(ok, "{changed}\n{stderr}");
+    let app = recipe(&changed, "app");
+    assert_eq!(app["existing"], false);
+    assert_eq!(app["images"].as_array().unwrap().len(), 1);
+    assert_eq!(app["parent_image"], runtime_image.as_str());
+    assert_eq!(baked_images(&project).len(), 5);
+    assert_eq!(layers(&project), layers_before + 1, "one new layer");
+
+    // A failing step: named with its output; its image (failed) is
+    // deregistered, the step before it stays as a prefix, and no bake's
+    // root is left on disk.
+    let (ok, broken, _) = bake_with(&project, &["broken"], &volume);
+    assert!(!ok, "{broken}");
+    let error = broken["error"].as_str().unwrap();
+    assert!(
+        error.contains("step compile failed with exit status 3")
+            && error.contains("cc: fatal error: no input files"),
+        "{error}"
+    );
+    let kept: Vec<(String, String)> = baked_images(&project)
+        .into_iter()
+        .filter(|(_, r)| r == "broken")
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let unfinished = project.aws(&[
+        "ec2",
+        "describe-images",
+        "--owners",
+        "self",
+        "--filters",
+        "Name=state,Values=pending,failed",
+    ]);
+    assert_eq!(
+        unfinished["Images"],
+        Value::Array(Vec::new()),
+        "{unfinished}"
+    );
+    let bakes = project.cloud_dir.path().join("bakes");
+    let leftovers: Vec<String> = std::fs::read_dir(&bakes)
+        .unwrap()
+        .flatten()
+        .flat_map(|bake| std::fs::read_dir(bake.path()).unwrap().flatten())
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .filter(|name| name != "console.log")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The group's one instance is the only instance there ever was.
+    assert_eq!(all_instances(&project).len(), 1);
+    project.ok(&["destroy", "--yes", "--json"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

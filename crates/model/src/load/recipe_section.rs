@@ -6,7 +6,9 @@
 //! and then the lineages together: an unknown parent, a cycle and a
 //! lineage deeper than [`MAX_LINEAGE_DEPTH`] are errors at the `from` that
 //! causes them. A file step's `source` is read and hashed here, relative to
-//! the spec's directory.
+//! the spec's directory, and so are the `source`s of the file and template
+//! resources of every role a step applies (roles only groups list are not
+//! read: nothing versions them).
 //!
 //! `${var.*}` is interpolated as everywhere; `${secret.*}` is refused in
 //! file and shell steps (a baked image would keep the value): a role step
@@ -17,11 +19,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use endstate_config::validate::{check_path, parse_mode};
+use endstate_config::Resource;
 use marked_yaml::Node;
 
 use super::{
     is_ami_id, is_dns_name, join, node_kind, scalar_pos, value_pos, Loader, Pos, Scalar,
-    IDENT_RULE, NAME_RULE,
+    IDENT_RULE, NAME_RULE, START,
 };
 use crate::interpolate;
 use crate::recipe::{
@@ -109,6 +112,7 @@ impl Loader<'_> {
             }
         }
         ok &= self.lineages(&links);
+        ok &= self.recipe_role_sources(&mut recipes);
         ok.then_some(recipes)
     }
 
@@ -174,6 +178,8 @@ impl Loader<'_> {
                 channels: channels?,
                 builder: builder?,
                 keep: keep?,
+                // Read once every recipe loaded: `recipe_role_sources`.
+                role_sources: BTreeMap::new(),
             })
         })();
         // An unknown field is reported by `fields` without failing it.
@@ -334,15 +340,8 @@ impl Loader<'_> {
     /// A file step's `source:`, read and hashed now.
     fn source_file(&mut self, node: &Node, key: Pos, path: &str) -> Option<FileContent> {
         let (at, written) = self.string(node, key, path)?;
-        let full = self.base_dir.join(&written);
-        let full = std::path::absolute(&full).unwrap_or(full);
-        match std::fs::read(&full) {
-            Ok(bytes) => Some(FileContent::Source(SourceFile {
-                written,
-                sha256: sha256_hex(&bytes),
-                size: bytes.len() as u64,
-                path: full,
-            })),
+        match self.read_source(&written) {
+            Ok(source) => Some(FileContent::Source(source)),
             Err(e) => {
                 self.error_expected(
                     at,
@@ -352,6 +351,104 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// `written` (relative to the spec's directory, or absolute) read and
+    /// hashed: a file step's source and a role resource's alike.
+    fn read_source(&self, written: &str) -> std::io::Result<SourceFile> {
+        let full = self.base_dir.join(written);
+        let full = std::path::absolute(&full).unwrap_or(full);
+        let bytes = std::fs::read(&full)?;
+        Ok(SourceFile {
+            written: written.to_string(),
+            sha256: sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            path: full,
+        })
+    }
+
+    /// Reads the sources of every role a recipe step applies, each role
+    /// once, into the `role_sources` of the recipes that apply it. An
+    /// unreadable source is an error at the resource's `source:`, naming
+    /// the role, the resource and the first step that applies it. Whether
+    /// every source was read.
+    fn recipe_role_sources(&mut self, recipes: &mut BTreeMap<String, Recipe>) -> bool {
+        // Role → its sources, or `None` when one could not be read.
+        let mut read: BTreeMap<String, Option<Vec<SourceFile>>> = BTreeMap::new();
+        for recipe in recipes.values() {
+            for step in &recipe.steps {
+                let StepAction::Role(role) = &step.action else {
+                    continue;
+                };
+                if !read.contains_key(role) {
+                    let sources = self.role_source_files(role, &recipe.name, &step.name);
+                    read.insert(role.clone(), sources);
+                }
+            }
+        }
+        for recipe in recipes.values_mut() {
+            for step in &recipe.steps {
+                let StepAction::Role(role) = &step.action else {
+                    continue;
+                };
+                match read.get(role) {
+                    // A role without sources has no entry (`Recipe::role_sources`).
+                    Some(Some(sources)) if !sources.is_empty() => {
+                        recipe.role_sources.insert(role.clone(), sources.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        read.values().all(Option::is_some)
+    }
+
+    /// The `source:` files of `role`'s file and template resources, in
+    /// resource order; `None` after reporting each one that cannot be
+    /// read. `recipe` and `step` name the first step that applies it.
+    fn role_source_files(
+        &mut self,
+        role: &str,
+        recipe: &str,
+        step: &str,
+    ) -> Option<Vec<SourceFile>> {
+        let Some(resources) = self.roles.as_ref().and_then(|roles| roles.get(role)) else {
+            // A role that did not load has had its errors reported.
+            return Some(Vec::new());
+        };
+        let resources = resources.resources.clone();
+        let mut sources = Vec::new();
+        let mut ok = true;
+        for (i, resource) in resources.iter().enumerate() {
+            let written = match resource {
+                Resource::File(file) => file.source.as_deref(),
+                Resource::Template(template) => template.source.as_deref(),
+                _ => None,
+            };
+            let Some(written) = written else {
+                continue;
+            };
+            match self.read_source(written) {
+                Ok(source) => sources.push(source),
+                Err(e) => {
+                    let at = self
+                        .role_source_at
+                        .get(role)
+                        .and_then(|places| places.get(i).copied().flatten())
+                        .unwrap_or(START);
+                    self.error_expected(
+                        at,
+                        format!(
+                            "roles.{role}.resources[{i}].source: cannot read `{written}` (role `{role}`, resource {}, applied by recipes.{recipe} step `{step}`): {e}",
+                            resource.id()
+                        ),
+                        Some("a file relative to the spec's directory"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(sources)
     }
 
     fn shell_step(&mut self, node: &Node, key: Pos, path: &str) -> Option<StepAction> {

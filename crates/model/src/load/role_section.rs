@@ -285,6 +285,9 @@ impl Loader<'_> {
                     }
                 }
             }
+            let source_at = places.iter().map(|p| p.fields.get("source").copied());
+            self.role_source_at
+                .insert(name.clone(), source_at.collect());
             roles.insert(name.clone(), (Role { name, resources }, places));
         }
         if !ok {

@@ -7,6 +7,7 @@ mod cloud_init_schema;
 mod load;
 mod malformed;
 mod recipes_section;
+mod role_step_sources;
 mod roles_section;
 mod rollout_sections;
 mod schema_check;

@@ -144,6 +144,7 @@ fn a_three_level_lineage_loads() {
                 channels: Vec::new(),
                 builder: None,
                 keep: Retention::default(),
+                role_sources: BTreeMap::new(),
             },
         ),
         (
@@ -159,6 +160,7 @@ fn a_three_level_lineage_loads() {
                 channels: vec!["stable".into()],
                 builder: None,
                 keep: Retention::default(),
+                role_sources: BTreeMap::new(),
             },
         ),
         (
@@ -183,6 +185,8 @@ fn a_three_level_lineage_loads() {
                     versions: Some(3),
                     younger_than: Some(Duration::from_secs(14 * 86_400)),
                 },
+                // Role `web` has no `source:`.
+                role_sources: BTreeMap::new(),
             },
         ),
     ]);
