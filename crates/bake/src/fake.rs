@@ -54,6 +54,23 @@ impl FakeBuildCloud {
         self.calls.lock().unwrap().clear();
     }
 
+    /// Runs a script with `sh` against the root; the console becomes
+    /// `banner` and its output. Whether it exited 0.
+    fn run_script(&self, user_data: &[u8], banner: &str) -> bool {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(String::from_utf8_lossy(user_data).as_ref())
+            .env("ENDSTATE_BAKE_ROOT", self.root.as_ref().unwrap())
+            .output()
+            .unwrap();
+        *self.console.lock().unwrap() = format!(
+            "{banner}{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.status.success()
+    }
+
     /// The images made so far, as DescribeImages would list them.
     pub fn images(&self) -> Vec<ImageRecord> {
         self.images.lock().unwrap().clone()
@@ -71,17 +88,7 @@ impl BuildCloud for FakeBuildCloud {
     ) -> Result<String, String> {
         self.record(format!("launch {image}"));
         if !self.never_provisions {
-            let output = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(String::from_utf8_lossy(user_data).as_ref())
-                .env("ENDSTATE_BAKE_ROOT", self.root.as_ref().unwrap())
-                .output()
-                .unwrap();
-            *self.console.lock().unwrap() = format!(
-                "[boot] starting\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            self.run_script(user_data, "[boot] starting\n");
         }
         let mut launches = self.launches.lock().unwrap();
         *launches += 1;
@@ -157,23 +164,13 @@ impl BuildCloud for FakeBuildCloud {
         _: &str,
     ) -> Result<String, String> {
         self.record(format!("bake_volume {image} {name}"));
-        let output = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(String::from_utf8_lossy(user_data).as_ref())
-            .env("ENDSTATE_BAKE_ROOT", self.root.as_ref().unwrap())
-            .output()
-            .unwrap();
-        *self.console.lock().unwrap() = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let succeeded = self.run_script(user_data, "");
         let mut images = self.images.lock().unwrap();
         let n = images.len();
         let id = format!("ami-{:017x}", 0x1234_5678_9abc_def0_u64 + n as u64);
         let state = match self.image_ends {
             Some(state) => state,
-            None if output.status.success() => "available",
+            None if succeeded => "available",
             None => "failed",
         };
         images.push(ImageRecord {

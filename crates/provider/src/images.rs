@@ -252,14 +252,20 @@ impl Ec2Client {
             latest: latest.then_some(true),
         };
         let response: GetConsoleOutputResponse = self.call(operation, &request).await?;
-        let bytes = response
-            .decoded_output()
-            .map_err(|e| ProviderError::Decode {
-                operation,
-                message: e.to_string(),
-            })?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        output_text(operation, response.decoded_output())
     }
+}
+
+/// A decoded console or bake output as text (invalid UTF-8 replaced).
+fn output_text(
+    operation: Operation,
+    decoded: Result<Vec<u8>, endstate_wire::WireError>,
+) -> Result<String, ProviderError> {
+    let bytes = decoded.map_err(|e| ProviderError::Decode {
+        operation,
+        message: e.to_string(),
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[async_trait]
@@ -354,13 +360,7 @@ impl Images for Ec2Client {
             image_id: image_id.to_string(),
         };
         let response: GetBakeOutputResponse = self.call(operation, &request).await?;
-        let bytes = response
-            .decoded_output()
-            .map_err(|e| ProviderError::Decode {
-                operation,
-                message: e.to_string(),
-            })?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        output_text(operation, response.decoded_output())
     }
 }
 

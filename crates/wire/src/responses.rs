@@ -803,25 +803,74 @@ impl Response for DescribeAvailabilityZonesResponse {
     }
 }
 
-/// GetConsoleOutput's answer. `output` is the console text as EC2 sends it:
-/// base64 of (at most) the last 64 KiB.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct GetConsoleOutputResponse {
-    pub request_id: Option<String>,
-    pub instance_id: String,
-    /// When the output was last updated (ISO 8601).
-    pub timestamp: Option<String>,
-    /// Base64; `None` when the instance has written nothing yet.
-    pub output: Option<String>,
+/// `pub struct $name { request_id, $id, timestamp, output }`, its
+/// `decoded_output` and its `Response`: an action that answers a
+/// console-like output (base64 of at most the last 64 KiB) of the
+/// resource `$id` (`<$tag>`).
+macro_rules! output_response {
+    ($(#[$doc:meta])* $name:ident, $id:ident, $tag:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            pub request_id: Option<String>,
+            pub $id: String,
+            /// When the output was last updated (ISO 8601).
+            pub timestamp: Option<String>,
+            /// Base64; `None` when nothing was written yet.
+            pub output: Option<String>,
+        }
+
+        impl $name {
+            /// The output bytes, decoded from base64 (line breaks
+            /// tolerated); empty when nothing was written yet.
+            pub fn decoded_output(&self) -> Result<Vec<u8>, WireError> {
+                decode_output(self.output.as_deref(), Self::ROOT)
+            }
+        }
+
+        impl Response for $name {
+            const ROOT: &'static str = stringify!($name);
+
+            fn to_xml(&self) -> String {
+                let mut w = XmlWriter::document();
+                w.open_root(Self::ROOT);
+                write_request_id(&mut w, &self.request_id);
+                w.leaf($tag, &self.$id);
+                w.leaf_opt("timestamp", self.timestamp.as_deref());
+                w.leaf_opt("output", self.output.as_deref());
+                w.close(Self::ROOT);
+                w.finish()
+            }
+
+            fn from_xml(text: &str) -> Result<Self, WireError> {
+                let doc = xml::parse(text)?;
+                let root = xml::root(&doc, Self::ROOT)?;
+                Ok(Self {
+                    request_id: read_request_id(root),
+                    $id: xml::required_text(root, $tag)?,
+                    timestamp: xml::text_nonempty(root, "timestamp"),
+                    output: xml::text_nonempty(root, "output"),
+                })
+            }
+        }
+    };
 }
 
-impl GetConsoleOutputResponse {
-    /// The console bytes, decoded from base64 (line breaks tolerated);
-    /// empty when the instance has written nothing yet.
-    pub fn decoded_output(&self) -> Result<Vec<u8>, WireError> {
-        decode_output(self.output.as_deref(), Self::ROOT)
-    }
-}
+output_response!(
+    /// GetConsoleOutput's answer: the console text as EC2 sends it.
+    GetConsoleOutputResponse,
+    instance_id,
+    "instanceId"
+);
+
+output_response!(
+    /// GetBakeOutput's answer (endstate's extension, not EC2's; see
+    /// `GetBakeOutputRequest`): a bake's output as GetConsoleOutput gives
+    /// an instance's.
+    GetBakeOutputResponse,
+    image_id,
+    "imageId"
+);
 
 /// An `<output>` element's bytes: base64 with line breaks tolerated;
 /// empty when there is none.
@@ -836,78 +885,6 @@ fn decode_output(output: Option<&str>, root: &str) -> Result<Vec<u8>, WireError>
     base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|e| WireError::Xml(format!("<output> of {root} is not base64: {e}")))
-}
-
-/// GetBakeOutput's answer (endstate's extension, not EC2's; see
-/// `GetBakeOutputRequest`): a bake's output as GetConsoleOutput gives an
-/// instance's.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct GetBakeOutputResponse {
-    pub request_id: Option<String>,
-    pub image_id: String,
-    /// When the output was last updated (ISO 8601).
-    pub timestamp: Option<String>,
-    /// Base64 of at most the last 64 KiB; `None` when nothing was written yet.
-    pub output: Option<String>,
-}
-
-impl GetBakeOutputResponse {
-    /// The output bytes, decoded from base64; empty when there is none yet.
-    pub fn decoded_output(&self) -> Result<Vec<u8>, WireError> {
-        decode_output(self.output.as_deref(), Self::ROOT)
-    }
-}
-
-impl Response for GetBakeOutputResponse {
-    const ROOT: &'static str = "GetBakeOutputResponse";
-
-    fn to_xml(&self) -> String {
-        let mut w = XmlWriter::document();
-        w.open_root(Self::ROOT);
-        write_request_id(&mut w, &self.request_id);
-        w.leaf("imageId", &self.image_id);
-        w.leaf_opt("timestamp", self.timestamp.as_deref());
-        w.leaf_opt("output", self.output.as_deref());
-        w.close(Self::ROOT);
-        w.finish()
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        let doc = xml::parse(text)?;
-        let root = xml::root(&doc, Self::ROOT)?;
-        Ok(Self {
-            request_id: read_request_id(root),
-            image_id: xml::required_text(root, "imageId")?,
-            timestamp: xml::text_nonempty(root, "timestamp"),
-            output: xml::text_nonempty(root, "output"),
-        })
-    }
-}
-
-impl Response for GetConsoleOutputResponse {
-    const ROOT: &'static str = "GetConsoleOutputResponse";
-
-    fn to_xml(&self) -> String {
-        let mut w = XmlWriter::document();
-        w.open_root(Self::ROOT);
-        write_request_id(&mut w, &self.request_id);
-        w.leaf("instanceId", &self.instance_id);
-        w.leaf_opt("timestamp", self.timestamp.as_deref());
-        w.leaf_opt("output", self.output.as_deref());
-        w.close(Self::ROOT);
-        w.finish()
-    }
-
-    fn from_xml(text: &str) -> Result<Self, WireError> {
-        let doc = xml::parse(text)?;
-        let root = xml::root(&doc, Self::ROOT)?;
-        Ok(Self {
-            request_id: read_request_id(root),
-            instance_id: xml::required_text(root, "instanceId")?,
-            timestamp: xml::text_nonempty(root, "timestamp"),
-            output: xml::text_nonempty(root, "output"),
-        })
-    }
 }
 
 /// One instance of DescribeInstanceUtilization's answer (endstate's

@@ -212,35 +212,10 @@ async fn a_lineage_bakes_once_rebuilds_only_what_changed_and_prunes_what_nothing
 
     // An instance of app@stable has every step's files.
     project.ok(&["apply", "--json"]);
-    let seen = wait_for(
-        "the group's instance ran its user data",
-        Duration::from_secs(60),
-        &project,
-        async || {
-            let instances = project.aws(&[
-                "ec2",
-                "describe-instances",
-                "--filters",
-                "Name=tag:endstate:group,Values=web",
-                "Name=instance-state-name,Values=running",
-            ]);
-            let id = instances["Reservations"][0]["Instances"][0]["InstanceId"].as_str()?;
-            let image = instances["Reservations"][0]["Instances"][0]["ImageId"].as_str()?;
-            assert_eq!(image, app_v1);
-            std::fs::read_to_string(
-                project
-                    .cloud_dir
-                    .path()
-                    .join("instances")
-                    .join(id)
-                    .join("upper/srv/seen.txt"),
-            )
-            .ok()
-            .filter(|t| t.lines().count() == 4)
-        },
-    )
-    .await;
-    assert_eq!(seen, "base\ntools\nruntime=1\nv1\n");
+    assert_eq!(
+        seen_by_the_group(&project, &app_v1).await,
+        "base\ntools\nruntime=1\nv1\n"
+    );
 
     // Again: nothing to bake.
     let images_before = baked_images(&project);
