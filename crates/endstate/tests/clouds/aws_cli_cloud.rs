@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// This module, to [`crate::gate`].
+const MODULE: &str = "aws_cli_cloud";
+
 /// The exit code of awscli 1.x (1.46.2, pinned by scripts/setup-tools)
 /// when the service answers with an error (botocore's `ClientError`).
 const AWS_CLI_SERVICE_ERROR: i32 = 255;
@@ -1051,20 +1054,24 @@ fn error_shapes(backend: Backend) {
 
 #[test]
 fn aws_cli_drives_an_instance_lifecycle_on_the_simulated_backend() {
+    let _pass = crate::gate::enter(MODULE);
     lifecycle(Backend::Simulated);
 }
 
 #[test]
 fn aws_cli_renders_ec2_errors_from_the_simulated_backend() {
+    let _pass = crate::gate::enter(MODULE);
     error_shapes(Backend::Simulated);
 }
 
 #[test]
 fn aws_cli_drives_an_instance_lifecycle_on_the_process_backend() {
+    let _pass = crate::gate::enter(MODULE);
     lifecycle(Backend::Process);
 }
 
 #[test]
 fn aws_cli_renders_ec2_errors_from_the_process_backend() {
+    let _pass = crate::gate::enter(MODULE);
     error_shapes(Backend::Process);
 }

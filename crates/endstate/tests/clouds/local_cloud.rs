@@ -25,6 +25,8 @@ use endstate_provider::{describe_all, Filter, Provider as _};
 use serde_json::Value;
 
 const ENDSTATE: &str = env!("CARGO_BIN_EXE_endstate");
+/// This module, to [`crate::gate`].
+const MODULE: &str = "local_cloud";
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// A cloud directory and a project directory, both temporary; the cloud is
@@ -319,6 +321,7 @@ fn apply_web_example(local: &Local) -> Vec<(String, String)> {
 
 #[test]
 fn the_web_example_runs_without_root_in_user_namespaces() {
+    let _pass = crate::gate::enter(MODULE);
     let local = Local::unprivileged();
     let running = apply_web_example(&local);
     let cloud = local.ok_json(&["cloud", "status"]);
@@ -348,6 +351,7 @@ fn the_web_example_runs_without_root_in_user_namespaces() {
 
 #[test]
 fn the_web_example_serves_on_three_addresses_and_survives_a_killed_server() {
+    let _pass = crate::gate::enter(MODULE);
     let local = Local::new();
     let before = apply_web_example(&local);
     let cloud = local.ok_json(&["cloud", "status"]);
@@ -518,6 +522,7 @@ async fn launch(local: &Local, image: &str, user_data: &str) -> (String, String)
 
 #[test]
 fn metadata_clients_inside_an_instance_read_only_its_own_data() {
+    let _pass = crate::gate::enter(MODULE);
     let mut local = Local::new();
     // botocore from the tools' virtual environment, run inside the instance
     // by the host's python3 (bound in with /usr): only its site-packages

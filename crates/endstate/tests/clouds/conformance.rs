@@ -512,6 +512,7 @@ where
     F: FnOnce(Arc<Target>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let _pass = crate::gate::enter("conformance");
     let target = Arc::new(Target::start(kind).await);
     let checked = tokio::spawn(check(target.clone())).await;
     let cleaner = target.clone();

@@ -290,6 +290,7 @@ fn kinds(cloud: &Cloud, id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn process_instances_serve_survive_restarts_and_terminate() {
+    let _pass = crate::gate::enter("cloud_process");
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test needs root: the process backend isolates instances with namespaces"
