@@ -1,4 +1,5 @@
-//! Shared pieces of endstate's benchmark programs (`src/bin/*`): each
+//! Shared pieces of endstate's benchmark programs (`src/programs/*`, run
+//! as `bench NAME [ARGS…]`): each
 //! program measures one thing, prints its figures as a table and as one
 //! JSON line, and stops by itself. Not a test harness and not used by
 //! endstate itself.
@@ -9,6 +10,13 @@
 pub mod serve;
 
 use std::time::Duration;
+
+/// A program's arguments as `std::env::args()` gives a program of its own:
+/// `bench NAME ARGS…` yields `NAME ARGS…`, so that argument 1 is the
+/// program's first.
+pub fn program_args() -> impl Iterator<Item = String> {
+    std::env::args().skip(1)
+}
 
 /// Median of a sample, in milliseconds.
 pub fn median_ms(samples: &mut [Duration]) -> f64 {

@@ -26,7 +26,7 @@
 //! observer runs every 5 s, so steady-state work is only what this program
 //! triggers and the observer.
 //!
-//!     cargo run --release -p endstate-bench --bin serve_reconcile [-- GROUPS SIZE]
+//!     cargo run --release -p endstate-bench -- serve_reconcile [GROUPS SIZE]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -199,8 +199,8 @@ fn calls(governor: &Governor, action: &str) -> u64 {
     governor.stats().calls.get(action).copied().unwrap_or(0)
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+pub fn main() -> Result<()> {
+    let args: Vec<String> = endstate_bench::program_args().collect();
     let groups: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let size: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
     let clock: SharedClock = Arc::new(SystemClock);

@@ -11,7 +11,7 @@
 //!   DescribeInstanceStatus answer turns `impaired` (probe interval 2 s);
 //! - terminating all N.
 //!
-//!     cargo build -p endstate && cargo run --release -p endstate-bench --bin process_fleet [-- N]
+//!     cargo build -p endstate && cargo run --release -p endstate-bench -- process_fleet [N]
 //!
 //! The instances run `endstate cloud instance-init` from the endstate binary
 //! beside this program (`target/<profile>/endstate`), or `$ENDSTATE_BIN`.
@@ -119,8 +119,8 @@ async fn instance_status(client: &Ec2Client, id: &str) -> Result<String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let n: u32 = std::env::args()
+pub async fn main() -> Result<()> {
+    let n: u32 = endstate_bench::program_args()
         .nth(1)
         .map(|a| a.parse())
         .transpose()?

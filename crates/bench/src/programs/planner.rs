@@ -2,7 +2,7 @@
 //! 100,000 instances, for a no-op (everything converged), a scale-up of 10%,
 //! and a replacement of every instance (new image). Run it in release mode:
 //!
-//!     cargo run --release -p endstate-bench --bin planner
+//!     cargo run --release -p endstate-bench -- planner
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -98,7 +98,7 @@ fn time(spec: &Spec, observed: &Observed, runs: usize) -> (f64, usize) {
     (median_ms(&mut samples), actions)
 }
 
-fn main() {
+pub fn main() {
     println!("| instances | groups | case | plan time (median of 5) | instances touched |");
     println!("|---|---|---|---|---|");
     let mut json = Vec::new();

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build -p endstate -p endstate-bench
-//! sudo target/debug/agents [N] [W]        # small while developing: agents 5 50
+//! sudo target/debug/bench agents [N] [W]        # small while developing: agents 5 50
 //! ```
 //!
 //! 1. Waits (bounded, progress on stderr) until every agent converged v1:
@@ -412,7 +412,7 @@ fn row(name: &str, samples: &mut [Duration]) -> String {
 }
 
 fn parse_arg(index: usize, name: &str, default: usize) -> Result<usize> {
-    std::env::args()
+    endstate_bench::program_args()
         .nth(index)
         .map(|a| {
             a.parse()
@@ -423,7 +423,7 @@ fn parse_arg(index: usize, name: &str, default: usize) -> Result<usize> {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+pub async fn main() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("agents needs root: the process backend isolates instances with namespaces (run it with sudo)");
     }

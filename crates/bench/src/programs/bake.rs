@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! cargo build --release -p endstate -p endstate-bench
-//! sudo target/release/bake [K]
+//! sudo target/release/bench bake [K]
 //! ```
 //!
 //! Runs `target/<profile>/endstate` beside this program, or `$ENDSTATE_BIN`.
@@ -178,8 +178,8 @@ fn took_s(values: &[Duration]) -> f64 {
     values.last().map_or(0.0, Duration::as_secs_f64)
 }
 
-fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
+pub fn main() -> Result<()> {
+    let rounds: usize = endstate_bench::program_args()
         .nth(1)
         .map(|k| k.parse())
         .transpose()

@@ -6,7 +6,7 @@
 //! (4,500 s for 10,000); the design target is at most 1.1× that. Then a
 //! no-op plan over the N instances: its describe pages and engine time.
 //!
-//!     cargo run --release -p endstate-bench --bin converge_simulated [-- N FACTOR]
+//!     cargo run --release -p endstate-bench -- converge_simulated [N FACTOR]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,8 +71,8 @@ fn spec(n: u32, image: &str) -> Arc<Spec> {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+pub async fn main() -> Result<()> {
+    let args: Vec<String> = endstate_bench::program_args().collect();
     let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let factor: f64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50.0);
     let clock: SharedClock = Arc::new(ScaledClock::new(factor));

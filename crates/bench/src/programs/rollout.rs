@@ -24,7 +24,7 @@
 //!
 //! ```text
 //! cargo build --release -p endstate -p endstate-bench
-//! sudo target/release/rollout [K]
+//! sudo target/release/bench rollout [K]
 //! ```
 //!
 //! Runs `target/<profile>/endstate` beside this program, or `$ENDSTATE_BIN`;
@@ -459,11 +459,11 @@ fn p50_max(mut values: Vec<i128>) -> (i128, i128) {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+pub async fn main() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("rollout needs root: the process backend isolates instances with namespaces (run it with sudo)");
     }
-    let runs: usize = std::env::args()
+    let runs: usize = endstate_bench::program_args()
         .nth(1)
         .map(|a| {
             a.parse()

@@ -28,7 +28,7 @@
 //! failure.
 //!
 //!     cargo build --release -p endstate -p endstate-bench
-//!     sudo target/release/serve_heal [K]
+//!     sudo target/release/bench serve_heal [K]
 //!
 //! Runs `target/<profile>/endstate` beside this program, or `$ENDSTATE_BIN`.
 //! Stops the controller (SIGTERM) and the cloud (`endstate cloud stop
@@ -284,11 +284,11 @@ fn p50_max(values: &mut [i128]) -> (i128, i128) {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+pub async fn main() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("serve_heal needs root: the process backend isolates instances with namespaces (run it with sudo)");
     }
-    let runs: usize = std::env::args()
+    let runs: usize = endstate_bench::program_args()
         .nth(1)
         .map(|a| {
             a.parse()

@@ -2,7 +2,7 @@
 //! and of a no-op `endstate plan` over them, against a real moto server on
 //! loopback, counted by the recording proxy in front of it.
 //!
-//!     cargo build --bin endstate && cargo run -p endstate-bench --bin apply_moto
+//!     cargo build --bin endstate && cargo run -p endstate-bench -- apply_moto
 //!
 //! Uses the `endstate` binary beside this program (same profile), or
 //! `ENDSTATE_BIN`. moto must be installed (`scripts/setup-tools`).
@@ -89,7 +89,7 @@ fn calls(proxy: &FaultProxy) -> BTreeMap<String, usize> {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+pub async fn main() -> Result<()> {
     let bin = endstate_bin()?;
     let moto = MotoServer::try_start().await?;
     let proxy = FaultProxy::start(moto.url()).await?;
