@@ -13,6 +13,14 @@
 //! itself (`exec` and `provider` do): it decides when to reconcile and what
 //! health and scaling change, and records why.
 
+// The black-box tests (once `tests/controller_all`) live here as a module of the
+// unit tests (one test binary per crate instead of two: each link is the
+// whole dependency graph); they name the crate by its name, as users do.
+#[cfg(test)]
+extern crate self as endstate_controller;
+#[cfg(test)]
+mod black_box;
+
 pub mod agent;
 pub mod api;
 pub mod client;

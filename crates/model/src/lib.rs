@@ -131,6 +131,14 @@
 //! keeps the reference's text in `image_id` until the plan resolves it. [`load_roles`] reads the `roles:` of a standalone file (or
 //! of a spec) for `endstate config apply`.
 
+// The black-box tests (once `tests/model_all`) live here as a module of the
+// unit tests (one test binary per crate instead of two: each link is the
+// whole dependency graph); they name the crate by its name, as users do.
+#[cfg(test)]
+extern crate self as endstate_model;
+#[cfg(test)]
+mod black_box;
+
 mod cloud_config;
 mod diagnostic;
 pub mod health;

@@ -794,7 +794,7 @@ groups:
     // load_balancer without its port.
     documents.push(group.replace("  web-lb: {", "  -web-lb: {"));
     documents.push(group.replace(", port: 8000 }", " }"));
-    let verdicts = crate::schema_check::schema_verdicts(&documents);
+    let verdicts = super::schema_check::schema_verdicts(&documents);
     let mut expected: Vec<(&str, bool)> = cases.iter().map(|(n, _, v)| (*n, *v)).collect();
     expected.push(("invalid load balancer name", false));
     expected.push(("load_balancer without port", false));

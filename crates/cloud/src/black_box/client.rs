@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-use crate::common;
+use crate::black_box::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -926,7 +926,7 @@ fn the_json_schema_describes_recipes() {
         ),
     ];
     let documents: Vec<String> = cases.iter().map(|(_, text, _)| text.to_string()).collect();
-    let verdicts = crate::schema_check::schema_verdicts(&documents);
+    let verdicts = super::schema_check::schema_verdicts(&documents);
     for ((name, _, valid), verdict) in cases.iter().zip(&verdicts) {
         assert_eq!(verdict.starts_with("valid"), *valid, "{name}: {verdict}");
     }

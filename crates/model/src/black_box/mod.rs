@@ -1,5 +1,6 @@
-//! The spec's integration tests, one binary (one link instead of seven
-//! keeps the workspace's clean build within its budget).
+//! The spec's black-box tests, a module of the unit tests (no test binary
+//! of their own: each link is the whole dependency graph, and the
+//! workspace's clean build keeps within its budget).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
 

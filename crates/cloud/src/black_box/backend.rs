@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-use crate::common;
+use crate::black_box::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
