@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use endstate_model::recipe::Builder;
 use serde::Serialize;
 
 use crate::console::{read_progress, Progress};
@@ -73,26 +74,6 @@ pub trait BuildCloud: Send + Sync {
     ) -> Result<String, String>;
     /// The output of a volume-style bake so far, as text.
     async fn bake_output(&self, image: &str) -> Result<String, String>;
-}
-
-/// How an image is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Style {
-    /// Launch, provision through user data, stop, CreateImage.
-    Instance,
-    /// The steps on a copy of the parent's root, no instance (the
-    /// built-in cloud's BakeImage).
-    Volume,
-}
-
-impl std::fmt::Display for Style {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Style::Instance => "instance",
-            Style::Volume => "volume",
-        })
-    }
 }
 
 /// A phase of a bake, for progress and the manifest's times.
@@ -156,7 +137,8 @@ pub struct BakeRequest {
     /// Letters and digits; marks this bake's console lines, and with the
     /// name makes the launch idempotent.
     pub nonce: String,
-    pub style: Style,
+    /// Instance-style or volume-style.
+    pub builder: Builder,
 }
 
 /// What a bake made.
@@ -221,7 +203,7 @@ pub async fn bake(
         cause: e.into(),
         left_behind: Vec::new(),
     })?;
-    if request.style == Style::Volume {
+    if request.builder == Builder::Volume {
         return bake_volume(cloud, request, &script, waits, progress).await;
     }
     let mut phases = Vec::new();
@@ -617,7 +599,7 @@ mod tests {
             instance_tags: BTreeMap::new(),
             image_tags: BTreeMap::from([("endstate:recipe".to_string(), "web".to_string())]),
             nonce: "abc123".to_string(),
-            style: Style::Instance,
+            builder: Builder::Instance,
         }
     }
 
@@ -697,7 +679,7 @@ mod tests {
         let baked = bake(
             &cloud,
             &BakeRequest {
-                style: Style::Volume,
+                builder: Builder::Volume,
                 ..request(vec![
                     shell("one", "echo 1 > \"$ROOT/one\""),
                     shell("two", "echo 2 > \"$ROOT/two\""),
@@ -732,7 +714,7 @@ mod tests {
         let error = bake(
             &cloud,
             &BakeRequest {
-                style: Style::Volume,
+                builder: Builder::Volume,
                 ..request(vec![
                     shell("fine", "true"),
                     shell("compile", "echo cc: no such file >&2; exit 4"),
@@ -769,7 +751,7 @@ mod tests {
         let error = bake(
             &cloud,
             &BakeRequest {
-                style: Style::Volume,
+                builder: Builder::Volume,
                 ..request(vec![shell("s", "echo almost")])
             },
             &waits(),

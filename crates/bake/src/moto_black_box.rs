@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use endstate_bake::builder::{bake, BakeRequest, BuildCloud, Style, Waits};
+use endstate_bake::builder::{bake, BakeRequest, BuildCloud, Waits};
 use endstate_bake::ec2::{BuildSettings, Ec2BuildCloud};
 use endstate_bake::{Action, Step};
+use endstate_model::recipe::Builder;
 use endstate_provider::ec2::{Ec2Client, Ec2Config};
 use endstate_testkit::moto::MotoServer;
 use endstate_testkit::proxy::FaultProxy;
@@ -116,7 +117,7 @@ fn request(nonce: &str) -> BakeRequest {
             ("endstate:version".to_string(), "v1".to_string()),
         ]),
         nonce: nonce.to_string(),
-        style: Style::Instance,
+        builder: Builder::Instance,
     }
 }
 
@@ -262,7 +263,7 @@ async fn a_volume_bake_on_an_ec2_without_bake_image_fails_clearly_and_makes_noth
     let error = bake(
         &cloud,
         &BakeRequest {
-            style: Style::Volume,
+            builder: Builder::Volume,
             ..request("n3")
         },
         &waits(),

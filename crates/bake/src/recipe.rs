@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::builder::{bake, BakeError, BakeRequest, BuildCloud, Style, Waits};
+use endstate_model::recipe::Builder;
+
+use crate::builder::{bake, BakeError, BakeRequest, BuildCloud, Waits};
 use crate::catalog::{
     Catalog, CHANNEL_TAG_PREFIX, PARENT_TAG, PREFIX_TAG, RECIPE_TAG, STEPS_TAG, VERSION_TAG,
 };
@@ -38,7 +40,7 @@ pub struct RecipeBake {
     /// The channels whose head the new image becomes.
     pub channels: Vec<String>,
     /// Instance-style or volume-style.
-    pub style: Style,
+    pub builder: Builder,
 }
 
 /// What baking a recipe did.
@@ -158,7 +160,7 @@ pub async fn bake_recipe(
             ]),
             image_tags,
             nonce: format!("{}{}", short(prefix), nonce),
-            style: recipe.style,
+            builder: recipe.builder,
         };
         let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
         let recipe_name = &recipe.recipe;
@@ -218,7 +220,7 @@ mod tests {
             parent_image: "ami-00000000000000001".to_string(),
             tags: BTreeMap::from([("team".to_string(), "web".to_string())]),
             channels: vec!["stable".to_string()],
-            style: Style::Instance,
+            builder: Builder::Instance,
         }
     }
 
@@ -293,7 +295,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cloud = FakeBuildCloud::running_in(root.path());
         let volume = |last: &str| RecipeBake {
-            style: Style::Volume,
+            builder: Builder::Volume,
             ..recipe(last)
         };
         let first = run(&cloud, &volume("v1"), true).await;

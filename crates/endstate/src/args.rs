@@ -123,11 +123,20 @@ pub struct BakeArgs {
     pub json: bool,
 }
 
-/// `endstate bake --builder`.
+/// `endstate bake --builder`: the spec's `builder:` as clap reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BuilderArg {
     Instance,
     Volume,
+}
+
+impl From<BuilderArg> for endstate_model::recipe::Builder {
+    fn from(arg: BuilderArg) -> Self {
+        match arg {
+            BuilderArg::Instance => Self::Instance,
+            BuilderArg::Volume => Self::Volume,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

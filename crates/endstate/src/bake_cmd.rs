@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use endstate_bake::builder::{Style, Waits};
+use endstate_bake::builder::Waits;
 use endstate_bake::catalog::Catalog;
 use endstate_bake::ec2::{deregister, list_baked, BuildSettings, Ec2BuildCloud};
 use endstate_bake::recipe::{bake_recipe, short, RecipeBake, RecipeOutcome};
@@ -55,7 +55,7 @@ struct Manifest<'a> {
     parent_recipe: Option<&'a str>,
     /// `instance`: launched, provisioned through user data, imaged;
     /// `volume`: the steps run on a copy of the parent's root.
-    builder: Style,
+    builder: RecipeBuilder,
     /// The images are layers: one per step, reused by prefix.
     layered: bool,
     existing: bool,
@@ -94,7 +94,7 @@ async fn client(spec: &Spec, spec_file: &Path) -> Result<(Ec2Client, bool)> {
 pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.spec)?;
     let order = bake_order(&spec, &args.recipes, &args.spec.file)?;
-    let styles = styles(&spec, &order, args.builder, &args.spec.file)?;
+    let builders = builders(&spec, &order, args.builder, &args.spec.file)?;
     let (ec2, layered) = client(&spec, &args.spec.file).await?;
     let zone = match args.zone.clone() {
         Some(zone) => zone,
@@ -153,7 +153,7 @@ pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
             parent_image,
             tags: recipe.tags.clone(),
             channels: recipe.channels.clone(),
-            style: styles[&recipe.name],
+            builder: builders[&recipe.name],
         };
         let json = args.json;
         let outcome = bake_recipe(
@@ -184,7 +184,7 @@ pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
             image_id: &outcome.image_id,
             parent_image: &outcome.parent_image,
             parent_recipe,
-            builder: styles[&recipe.name],
+            builder: builders[&recipe.name],
             layered,
             existing: outcome.existing,
             reused_steps: outcome.reused_steps,
@@ -269,31 +269,29 @@ pub async fn bake(args: BakeArgs) -> Result<ExitCode> {
 /// How each recipe of `order` bakes: `--builder`, else its `builder:`,
 /// else instance-style. Volume-style needs the built-in cloud: on any
 /// other provider it is refused before anything is called.
-fn styles(
+fn builders(
     spec: &Spec,
     order: &[&Recipe],
     flag: Option<BuilderArg>,
     file: &Path,
-) -> Result<BTreeMap<String, Style>> {
+) -> Result<BTreeMap<String, RecipeBuilder>> {
     let local = matches!(spec.provider, endstate_model::Provider::Local { .. });
-    let mut styles = BTreeMap::new();
+    let mut builders = BTreeMap::new();
     for recipe in order {
-        let style = match (flag, recipe.builder) {
-            (Some(BuilderArg::Volume), _) | (None, Some(RecipeBuilder::Volume)) => Style::Volume,
-            (Some(BuilderArg::Instance), _) | (None, Some(RecipeBuilder::Instance) | None) => {
-                Style::Instance
-            }
-        };
-        if style == Style::Volume && !local {
+        let builder = flag
+            .map(RecipeBuilder::from)
+            .or(recipe.builder)
+            .unwrap_or(RecipeBuilder::Instance);
+        if builder == RecipeBuilder::Volume && !local {
             bail!(
                 "{}: recipe {}: volume-style bakes need the built-in cloud (provider: local); on EC2 a bake is instance-style (builder: instance)",
                 file.display(),
                 recipe.name
             );
         }
-        styles.insert(recipe.name.clone(), style);
+        builders.insert(recipe.name.clone(), builder);
     }
-    Ok(styles)
+    Ok(builders)
 }
 
 /// The recipes to bake for `wanted` (all when empty), each after its
