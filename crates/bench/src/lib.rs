@@ -18,6 +18,47 @@ pub fn program_args() -> impl Iterator<Item = String> {
     std::env::args().skip(1)
 }
 
+/// The program's argument `index` (1: its first) as a number, `default`
+/// when it is absent; an error names it as `name` when it is not a number.
+pub fn number_arg<T>(index: usize, name: &str, default: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    use anyhow::Context as _;
+    program_args()
+        .nth(index)
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("{name}: {a:?} is not a number"))
+        })
+        .transpose()
+        .map(|v| v.unwrap_or(default))
+}
+
+/// Refuses to go on without root: the process backend's instances are
+/// isolated with namespaces.
+pub fn require_root(program: &str) -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{program} needs root: the process backend isolates instances with namespaces (run it with sudo)"
+        )
+    }
+}
+
+/// The median (the lower one of an even count) and the maximum of
+/// `values`, sorting them; zeros when there are none.
+pub fn p50_max(values: &mut [i128]) -> (i128, i128) {
+    values.sort_unstable();
+    let p50 = values
+        .get((values.len().saturating_sub(1)) / 2)
+        .copied()
+        .unwrap_or(0);
+    (p50, values.last().copied().unwrap_or(0))
+}
+
 /// Median of a sample, in milliseconds.
 pub fn median_ms(samples: &mut [Duration]) -> f64 {
     samples.sort();

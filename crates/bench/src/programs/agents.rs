@@ -411,24 +411,11 @@ fn row(name: &str, samples: &mut [Duration]) -> String {
     )
 }
 
-fn parse_arg(index: usize, name: &str, default: usize) -> Result<usize> {
-    endstate_bench::program_args()
-        .nth(index)
-        .map(|a| {
-            a.parse()
-                .with_context(|| format!("{name}: {a:?} is not a number"))
-        })
-        .transpose()
-        .map(|v| v.unwrap_or(default))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 pub async fn main() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("agents needs root: the process backend isolates instances with namespaces (run it with sudo)");
-    }
-    let count = parse_arg(1, "N (agents)", 100)?;
-    let watchers = parse_arg(2, "W (watchers)", 1_000)?;
+    endstate_bench::require_root("agents")?;
+    let count: usize = endstate_bench::number_arg(1, "N (agents)", 100)?;
+    let watchers: usize = endstate_bench::number_arg(2, "W (watchers)", 1_000)?;
     if count == 0 {
         bail!("N (agents): at least 1");
     }

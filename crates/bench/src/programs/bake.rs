@@ -179,15 +179,8 @@ fn took_s(values: &[Duration]) -> f64 {
 }
 
 pub fn main() -> Result<()> {
-    let rounds: usize = endstate_bench::program_args()
-        .nth(1)
-        .map(|k| k.parse())
-        .transpose()
-        .context("K is a number of rounds")?
-        .unwrap_or(3);
-    if !nix::unistd::geteuid().is_root() {
-        bail!("run as root: the process backend's instances need namespaces");
-    }
+    let rounds: usize = endstate_bench::number_arg(1, "K (rounds)", 3)?;
+    endstate_bench::require_root("bake")?;
     let builders = ["instance", "volume"];
     let mut columns: Vec<Column> = builders.iter().map(|_| Column::default()).collect();
     for round in 1..=rounds {

@@ -120,11 +120,7 @@ async fn instance_status(client: &Ec2Client, id: &str) -> Result<String> {
 
 #[tokio::main]
 pub async fn main() -> Result<()> {
-    let n: u32 = endstate_bench::program_args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100);
+    let n: u32 = endstate_bench::number_arg(1, "N (instances)", 100)?;
     let dir = tempfile::tempdir()?;
     let server_rss_before = kib("/proc/self/status", "VmRSS:");
 

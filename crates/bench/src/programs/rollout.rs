@@ -37,6 +37,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use endstate_bench::p50_max;
 use endstate_bench::serve::{event_ms, Project};
 use endstate_controller::client::Client;
 use endstate_controller::view::{EventView, GroupView};
@@ -449,28 +450,10 @@ async fn bad(
     })
 }
 
-fn p50_max(mut values: Vec<i128>) -> (i128, i128) {
-    values.sort_unstable();
-    let p50 = values
-        .get((values.len().saturating_sub(1)) / 2)
-        .copied()
-        .unwrap_or(0);
-    (p50, values.last().copied().unwrap_or(0))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 pub async fn main() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("rollout needs root: the process backend isolates instances with namespaces (run it with sudo)");
-    }
-    let runs: usize = endstate_bench::program_args()
-        .nth(1)
-        .map(|a| {
-            a.parse()
-                .with_context(|| format!("K (runs): {a:?} is not a number"))
-        })
-        .transpose()?
-        .unwrap_or(3);
+    endstate_bench::require_root("rollout")?;
+    let runs: usize = endstate_bench::number_arg(1, "K (runs)", 3)?;
     let mut project = Project::new()?;
     project.write_spec(&spec("v1", 0))?;
     let client = project.start("127.0.0.1:0", &[]).await?;
@@ -512,11 +495,26 @@ pub async fn main() -> Result<()> {
         switches.push(switch);
         rollbacks.push(rollback);
     }
-    let (s50, smax) = p50_max(switches.iter().map(|s| s.last_old_start).collect());
-    let (a50, amax) = p50_max(switches.iter().map(|s| s.all_new_from).collect());
-    let (t50, tmax) = p50_max(switches.iter().map(|s| s.trigger_to_switched).collect());
-    let (b50, bmax) = p50_max(rollbacks.iter().map(|r| r.last_bad_start).collect());
-    let (c50, cmax) = p50_max(rollbacks.iter().map(|r| r.completed).collect());
+    let (s50, smax) = p50_max(
+        &mut switches
+            .iter()
+            .map(|s| s.last_old_start)
+            .collect::<Vec<_>>(),
+    );
+    let (a50, amax) = p50_max(&mut switches.iter().map(|s| s.all_new_from).collect::<Vec<_>>());
+    let (t50, tmax) = p50_max(
+        &mut switches
+            .iter()
+            .map(|s| s.trigger_to_switched)
+            .collect::<Vec<_>>(),
+    );
+    let (b50, bmax) = p50_max(
+        &mut rollbacks
+            .iter()
+            .map(|r| r.last_bad_start)
+            .collect::<Vec<_>>(),
+    );
+    let (c50, cmax) = p50_max(&mut rollbacks.iter().map(|r| r.completed).collect::<Vec<_>>());
     println!(
         "{}",
         serde_json::json!({

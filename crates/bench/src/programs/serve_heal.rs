@@ -274,28 +274,10 @@ async fn one_run(client: &Client, project: &Project) -> Result<(String, Run)> {
     ))
 }
 
-fn p50_max(values: &mut [i128]) -> (i128, i128) {
-    values.sort_unstable();
-    let p50 = values
-        .get((values.len().saturating_sub(1)) / 2)
-        .copied()
-        .unwrap_or(0);
-    (p50, values.last().copied().unwrap_or(0))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 pub async fn main() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("serve_heal needs root: the process backend isolates instances with namespaces (run it with sudo)");
-    }
-    let runs: usize = endstate_bench::program_args()
-        .nth(1)
-        .map(|a| {
-            a.parse()
-                .with_context(|| format!("K (runs): {a:?} is not a number"))
-        })
-        .transpose()?
-        .unwrap_or(5);
+    endstate_bench::require_root("serve_heal")?;
+    let runs: usize = endstate_bench::number_arg(1, "K (runs)", 5)?;
     let mut project = Project::new()?;
     project.write_spec(SPEC)?;
     // The controller's default intervals (observe 5 s, period 60 s).
@@ -323,7 +305,8 @@ pub async fn main() -> Result<()> {
         );
         all.push(times);
     }
-    let column = |f: fn(&Run) -> i128| p50_max(&mut all.iter().map(f).collect::<Vec<_>>());
+    let column =
+        |f: fn(&Run) -> i128| endstate_bench::p50_max(&mut all.iter().map(f).collect::<Vec<_>>());
     let (u50, umax) = column(|r| r.unhealthy);
     let (l50, lmax) = column(|r| r.launched);
     let (h50, hmax) = column(|r| r.healthy);
