@@ -862,6 +862,30 @@ impl World {
         Ok((seqs, image_ids))
     }
 
+    /// The image `id`: `InvalidAMIID.Malformed` or `.NotFound` otherwise.
+    fn image(&self, id: &str) -> Result<&ImageRecord, ApiError> {
+        if !is_hex_id(id, "ami-") {
+            return Err(ApiError::ImageIdMalformed(id.to_string()));
+        }
+        self.images
+            .get(id)
+            .ok_or_else(|| ApiError::ImageNotFound(id.to_string()))
+    }
+
+    /// The image `id`, which something is to be made from: as
+    /// [`World::image`], and `InvalidAMIID.Unavailable` unless it is
+    /// `available`.
+    fn available_image(&self, id: &str) -> Result<&ImageRecord, ApiError> {
+        let image = self.image(id)?;
+        if image.image.state != "available" {
+            return Err(ApiError::ImageUnavailable(
+                id.to_string(),
+                image.image.state.clone(),
+            ));
+        }
+        Ok(image)
+    }
+
     /// A new image's name: 3–128 characters, and no image has it yet.
     fn check_new_image_name(&self, name: &str) -> Result<(), ApiError> {
         if !(3..=128).contains(&name.chars().count()) {
@@ -1368,19 +1392,7 @@ impl SimulatedBackend {
         let mut guard = self.lock();
         let world = &mut *guard;
         self.admit(world, "BakeImage", false, 0)?;
-        if !is_hex_id(&request.source_image_id, "ami-") {
-            return Err(ApiError::ImageIdMalformed(request.source_image_id.clone()));
-        }
-        let parent = world
-            .images
-            .get(&request.source_image_id)
-            .ok_or_else(|| ApiError::ImageNotFound(request.source_image_id.clone()))?;
-        if parent.image.state != "available" {
-            return Err(ApiError::ImageUnavailable(
-                parent.image.image_id.clone(),
-                parent.image.state.clone(),
-            ));
-        }
+        let parent = world.available_image(&request.source_image_id)?;
         world.check_new_image_name(&request.name)?;
         let now = self.clock.now();
         let parent_layers = parent.layers.clone();
@@ -1425,12 +1437,7 @@ impl SimulatedBackend {
         let mut guard = self.lock();
         let world = &mut *guard;
         self.admit(world, "GetBakeOutput", false, 0)?;
-        if !is_hex_id(&request.image_id, "ami-") {
-            return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
-        }
-        if !world.images.contains_key(&request.image_id) {
-            return Err(ApiError::ImageNotFound(request.image_id.clone()));
-        }
+        world.image(&request.image_id)?;
         let output = self
             .runtime
             .as_ref()
@@ -1580,19 +1587,7 @@ impl SimulatedBackend {
                 request.min_count, request.max_count
             )));
         }
-        if !is_hex_id(&request.image_id, "ami-") {
-            return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
-        }
-        match world.images.get(&request.image_id) {
-            None => return Err(ApiError::ImageNotFound(request.image_id.clone())),
-            Some(image) if image.image.state != "available" => {
-                return Err(ApiError::ImageUnavailable(
-                    request.image_id.clone(),
-                    image.image.state.clone(),
-                ))
-            }
-            Some(_) => {}
-        }
+        world.available_image(&request.image_id)?;
         if let Some(t) = &request.instance_type {
             if !t.contains('.') || t.starts_with('.') || t.ends_with('.') {
                 return Err(ApiError::InvalidParameterValue(format!(
@@ -2497,12 +2492,7 @@ impl Backend for SimulatedBackend {
         let mut guard = self.lock();
         let world = &mut *guard;
         self.admit(world, "DeregisterImage", false, 0)?;
-        if !is_hex_id(&request.image_id, "ami-") {
-            return Err(ApiError::ImageIdMalformed(request.image_id.clone()));
-        }
-        if !world.images.contains_key(&request.image_id) {
-            return Err(ApiError::ImageNotFound(request.image_id.clone()));
-        }
+        world.image(&request.image_id)?;
         self.journal(&[Change::ImageGone(&request.image_id)])?;
         if let Some(gone) = world.images.remove(&request.image_id) {
             if let Some(runtime) = &self.runtime {
