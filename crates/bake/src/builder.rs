@@ -360,10 +360,7 @@ async fn provision_volume(
             }
             Progress::Done => {}
             Progress::Running { finished } => {
-                for step in request.steps.iter().take(finished).skip(reported) {
-                    progress(Phase::Provision, &format!("step {} done", step.name));
-                }
-                reported = reported.max(finished);
+                report_steps(request, progress, finished, &mut reported);
             }
         }
         match state.as_deref() {
@@ -402,6 +399,19 @@ async fn provision_volume(
         .map_err(cloud_error(Phase::Tag))?;
     phases.push((Phase::Tag, tagging.elapsed()));
     Ok(())
+}
+
+/// Tells `progress` of each step that ended since the last report.
+fn report_steps(
+    request: &BakeRequest,
+    progress: &(dyn Fn(Phase, &str) + Sync),
+    finished: usize,
+    reported: &mut usize,
+) {
+    for step in request.steps.iter().take(finished).skip(*reported) {
+        progress(Phase::Provision, &format!("step {} done", step.name));
+    }
+    *reported = (*reported).max(finished);
 }
 
 /// A failed step, named by the request's step `step` (from 0).
@@ -450,10 +460,7 @@ async fn build(
                 return Err(step_failed(request, step, code, output));
             }
             Progress::Running { finished } => {
-                for step in request.steps.iter().take(finished).skip(reported) {
-                    progress(Phase::Provision, &format!("step {} done", step.name));
-                }
-                reported = reported.max(finished);
+                report_steps(request, progress, finished, &mut reported);
             }
         }
         let state = cloud
